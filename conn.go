@@ -1,0 +1,75 @@
+package secnet
+
+import (
+	"fmt"
+	"net"
+)
+
+// SecureConn is a Unix socket connection whose peer passed verification.
+// It embeds the *net.UnixConn, so every method of that type works
+// unchanged (ReadMsgUnix and WriteMsgUnix for passing file descriptors,
+// CloseRead, CloseWrite, SyscallConn, File, deadlines), and adds Peer.
+type SecureConn struct {
+	*net.UnixConn
+	id identity
+}
+
+// Peer returns the identity of the process at the other end. Attributes
+// that no rule needed are read on the first call (the program, through a
+// pidfd, as the rules read it); after that the identity is fixed. Peer is
+// safe for concurrent use.
+func (c *SecureConn) Peer() Peer {
+	return c.id.load(attrAll)
+}
+
+// verifier applies rules to connections.
+type verifier struct {
+	rules []Rule
+	need  attrs
+	opts  readOptions
+	err   error // the rules are invalid: nothing is accepted
+}
+
+func newVerifier(rules []Rule) verifier {
+	v := verifier{rules: append([]Rule(nil), rules...), need: attrCred}
+	if len(rules) == 0 {
+		v.err = fmt.Errorf("secnet: no rules given (use secnet.Anyone() to accept every local peer explicitly)")
+	}
+	for _, r := range rules {
+		if err := r.Err(); err != nil {
+			v.err = fmt.Errorf("secnet: %w", err)
+			break
+		}
+		v.need |= r.need
+	}
+	return v
+}
+
+// verify reads what the rules need from c and applies every rule. It
+// returns the verified connection, or the reasons it was rejected; it
+// never closes c.
+func (v *verifier) verify(c net.Conn) (*SecureConn, *RejectError) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, &RejectError{Failures: []RuleError{{
+			Rule: "unix", Err: fmt.Errorf("connection is a %T, not a Unix socket", c),
+		}}}
+	}
+	sc := &SecureConn{UnixConn: uc, id: identity{conn: uc, opts: v.opts}}
+	p := &sc.id.peer
+	readPeer(uc, v.need, p, v.opts)
+	var failed []RuleError
+	if p.errs.cred != nil {
+		failed = append(failed, RuleError{Rule: "credentials", Err: p.errs.cred})
+	} else {
+		for _, r := range v.rules {
+			if err := r.check(p); err != nil {
+				failed = append(failed, RuleError{Rule: r.name, Err: err})
+			}
+		}
+	}
+	if failed != nil {
+		return nil, &RejectError{Peer: *p, Failures: failed}
+	}
+	return sc, nil
+}

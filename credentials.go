@@ -1,0 +1,248 @@
+package secnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Errors that explain why part of a peer's identity could not be read.
+// They appear, wrapped, in the reasons of a *RejectError and can be tested
+// with errors.Is.
+var (
+	// ErrPeerExited means the peer process exited (or was reaped) before
+	// its identity could be confirmed.
+	ErrPeerExited = errors.New("peer process has exited")
+	// ErrPIDNotVisible means the kernel reported pid 0: the peer runs in a
+	// pid namespace that is not visible from the listener's.
+	ErrPIDNotVisible = errors.New("peer pid is not visible (the peer runs in another pid namespace)")
+	// ErrProgramDeleted means the peer's executable was deleted or replaced
+	// on disk after the peer started it.
+	ErrProgramDeleted = errors.New("peer's executable was deleted or replaced on disk")
+	// ErrProcUnavailable means /proc/<pid> of the peer could not be read
+	// (not mounted, hidepid, or no ptrace-read permission on the peer).
+	ErrProcUnavailable = errors.New("peer's /proc entry cannot be read")
+	// ErrNoCredentials means the socket carries no peer credentials
+	// (for example a datagram socket).
+	ErrNoCredentials = errors.New("socket has no peer credentials")
+	// ErrUnsupported means the identity attribute cannot be read on this
+	// operating system.
+	ErrUnsupported = errors.New("not supported on this operating system")
+)
+
+// attrs is a set of identity attributes. Each rule declares the set it
+// needs, so that a listener reads nothing more than its rules look at.
+type attrs uint8
+
+const (
+	attrCred    attrs = 1 << iota // PID, UID, GID (SO_PEERCRED)
+	attrGroups                    // supplementary groups (SO_PEERGROUPS)
+	attrLabel                     // LSM label (SO_PEERSEC)
+	attrProgram                   // executable, through a pidfd and /proc
+
+	attrAll = attrCred | attrGroups | attrLabel | attrProgram
+)
+
+// fileID identifies a file by device and inode number.
+type fileID struct {
+	dev, ino uint64
+}
+
+// Peer is the identity of the process at the other end of a Unix socket,
+// as the kernel reports it.
+//
+// The listener reads only what its rules need when it accepts a
+// connection; (*SecureConn).Peer reads the rest the first time it is called.
+// An attribute that could not be read keeps its zero value; the reason is
+// kept and reported by every rule that needs the attribute, and by Err.
+type Peer struct {
+	// PID is the peer's process id (its thread-group id) as of connect(),
+	// from SO_PEERCRED, translated into the listener's pid namespace. It is
+	// 0 when the peer's pid namespace is not visible from the listener's.
+	// The number alone is not proof of anything once the peer may have
+	// exited: pids are reused. secnet reads /proc through a pidfd so that
+	// Program is never read from another process that got the same pid.
+	PID int
+
+	// UID is the peer's effective user id as of connect() (for a client
+	// verifying a server: as of the server's listen()), from SO_PEERCRED.
+	// The kernel captured it at that moment; a later setuid by the peer
+	// does not change it. It is translated into the listener's user
+	// namespace: an id with no mapping there reads as the overflow id
+	// (65534 on most systems).
+	UID int
+
+	// GID is the peer's effective primary group id, captured and
+	// translated as UID is.
+	GID int
+
+	// Groups are the peer's supplementary group ids as of connect(), from
+	// SO_PEERGROUPS (Linux 4.13 and later). The kernel's list does not
+	// include GID unless the peer also holds it as a supplementary group.
+	Groups []int
+
+	// Program is the path of the peer's executable, read from
+	// /proc/<pid>/exe when the listener accepted the connection (or when
+	// Peer was first called, if no rule needed it). It is read through a
+	// pidfd, so it belongs to the process that connected, and it is the
+	// executable at that moment: a peer that calls execve after connecting
+	// has a new one. The path is the one the peer's mount namespace shows;
+	// the Program rule compares files (device and inode), not strings.
+	Program string
+
+	// Label is the peer's LSM security label as of connect(), from
+	// SO_PEERSEC: an SELinux context, an AppArmor profile with its mode, or
+	// a Smack label. It is empty when no security module that labels
+	// sockets is active.
+	Label string
+
+	known attrs  // attributes that were read (successfully or not)
+	errs  errSet // why an attribute could not be read
+	exe   fileID // the file behind Program
+}
+
+// errSet holds the error met while reading each attribute.
+type errSet struct {
+	cred, groups, label, program error
+}
+
+// Err reports why parts of the identity could not be read: nil when every
+// attribute that was asked for was read.
+func (p *Peer) Err() error {
+	return errors.Join(p.errs.cred, p.errs.groups, p.errs.label, p.errs.program)
+}
+
+// String formats the peer for logs, e.g.
+// "pid=1234 uid=1000 gid=1000 groups=[27 100] program=/usr/bin/myctl".
+// Attributes that were not read are left out.
+func (p *Peer) String() string {
+	var b strings.Builder
+	b.WriteString("pid=")
+	b.WriteString(strconv.Itoa(p.PID))
+	b.WriteString(" uid=")
+	b.WriteString(strconv.Itoa(p.UID))
+	b.WriteString(" gid=")
+	b.WriteString(strconv.Itoa(p.GID))
+	if p.known&attrGroups != 0 && p.errs.groups == nil {
+		fmt.Fprintf(&b, " groups=%v", p.Groups)
+	}
+	if p.Program != "" {
+		b.WriteString(" program=")
+		b.WriteString(p.Program)
+	}
+	if p.Label != "" {
+		b.WriteString(" label=")
+		b.WriteString(strconv.Quote(p.Label))
+	}
+	return b.String()
+}
+
+// Username returns the name of the user with the peer's UID. Names are
+// looked up on demand and cached for a bounded time (see the package
+// documentation).
+func (p *Peer) Username() (string, error) {
+	return lookupCache.userName(p.UID)
+}
+
+// GroupNames returns the names of the peer's primary group followed by
+// its supplementary groups. Like Username, the names are cached.
+func (p *Peer) GroupNames() ([]string, error) {
+	out := make([]string, 0, 1+len(p.Groups))
+	for _, gid := range p.gids() {
+		n, err := lookupCache.groupName(gid)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// gids returns the primary gid followed by the supplementary ones.
+func (p *Peer) gids() []int {
+	return append([]int{p.GID}, p.Groups...)
+}
+
+// hasGroup reports whether gid is the peer's primary or one of its
+// supplementary groups.
+func (p *Peer) hasGroup(gid int) bool {
+	if p.GID == gid {
+		return true
+	}
+	for _, g := range p.Groups {
+		if g == gid {
+			return true
+		}
+	}
+	return false
+}
+
+// need returns the error that prevents a rule needing a from deciding, or
+// nil when a was read.
+func (p *Peer) need(a attrs) error {
+	if p.known&attrCred == 0 {
+		return errors.New("peer credentials were not read")
+	}
+	if p.errs.cred != nil {
+		return p.errs.cred
+	}
+	switch {
+	case a&attrGroups != 0 && p.errs.groups != nil:
+		return p.errs.groups
+	case a&attrLabel != 0 && p.errs.label != nil:
+		return p.errs.label
+	case a&attrProgram != 0 && p.errs.program != nil:
+		return p.errs.program
+	}
+	if missing := a &^ p.known; missing != 0 {
+		return fmt.Errorf("peer identity was not read (%s)", missing)
+	}
+	return nil
+}
+
+func (a attrs) String() string {
+	var parts []string
+	for _, n := range []struct {
+		a    attrs
+		name string
+	}{{attrCred, "credentials"}, {attrGroups, "groups"}, {attrLabel, "label"}, {attrProgram, "program"}} {
+		if a&n.a != 0 {
+			parts = append(parts, n.name)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// readOptions tune how the identity is read; the zero value is right
+// outside tests.
+type readOptions struct {
+	// noPeerPidfd makes the Linux reader behave as on a kernel without
+	// SO_PEERPIDFD, so that the fallback can be tested on a new kernel.
+	noPeerPidfd bool
+}
+
+// identity reads the attributes of a connected Unix socket on demand and
+// remembers them. It is safe for concurrent use.
+type identity struct {
+	mu   sync.Mutex
+	conn *net.UnixConn
+	opts readOptions
+	peer Peer
+}
+
+// load reads the attributes in want that were not read yet and returns
+// the peer. A failure is recorded in the peer, never returned alone.
+func (id *identity) load(want attrs) Peer {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	if missing := want &^ id.peer.known; missing != 0 {
+		if id.peer.known&attrCred == 0 {
+			missing |= attrCred
+		}
+		readPeer(id.conn, missing, &id.peer, id.opts)
+	}
+	return id.peer
+}

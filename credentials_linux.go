@@ -1,0 +1,266 @@
+package secnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// readPeer reads the attributes in want from the connected socket c into
+// p. Errors are recorded per attribute in p.errs.
+func readPeer(c *net.UnixConn, want attrs, p *Peer, opts readOptions) {
+	rc, err := c.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) { readFD(int(fd), want, p, opts) })
+	}
+	if err != nil {
+		p.known |= want | attrCred
+		if p.errs.cred == nil {
+			p.errs.cred = fmt.Errorf("reading peer credentials: %w", err)
+		}
+	}
+}
+
+func readFD(fd int, want attrs, p *Peer, opts readOptions) {
+	if want&attrCred != 0 {
+		p.known |= attrCred
+		uc, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+		switch {
+		case err != nil:
+			p.errs.cred = os.NewSyscallError("getsockopt SO_PEERCRED", err)
+		case uc.Pid == 0 && uc.Uid == ^uint32(0) && uc.Gid == ^uint32(0):
+			// What a datagram socket returns: no credentials, no error.
+			p.errs.cred = ErrNoCredentials
+		default:
+			p.PID, p.UID, p.GID = int(uc.Pid), int(uc.Uid), int(uc.Gid)
+		}
+	}
+	if p.errs.cred != nil {
+		p.known |= want
+		return
+	}
+	if want&attrGroups != 0 {
+		p.known |= attrGroups
+		p.Groups, p.errs.groups = peerGroups(fd)
+	}
+	if want&attrLabel != 0 {
+		p.known |= attrLabel
+		p.Label, p.errs.label = peerLabel(fd)
+	}
+	if want&attrProgram != 0 {
+		p.known |= attrProgram
+		p.Program, p.exe, p.errs.program = peerProgram(fd, p.PID, opts)
+	}
+}
+
+// peerGroups reads SO_PEERGROUPS. x/sys has no helper for it: the option
+// fills an array of gid_t and answers ERANGE, with the size it needs in
+// optlen, when the buffer is too small.
+func peerGroups(fd int) ([]int, error) {
+	var small [32]uint32
+	buf := small[:]
+	for {
+		n := uint32(len(buf) * 4)
+		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+		switch {
+		case errno == unix.ERANGE && int(n) > len(buf)*4:
+			buf = make([]uint32, (n+3)/4)
+			continue
+		case errno == unix.ENOPROTOOPT:
+			return nil, fmt.Errorf("reading supplementary groups: SO_PEERGROUPS needs Linux 4.13 or later: %w", ErrUnsupported)
+		case errno != 0:
+			return nil, os.NewSyscallError("getsockopt SO_PEERGROUPS", errno)
+		}
+		out := make([]int, n/4)
+		for i := range out {
+			out[i] = int(buf[i])
+		}
+		return out, nil
+	}
+}
+
+// peerLabel reads SO_PEERSEC. Without a security module that labels
+// sockets the kernel answers ENOPROTOOPT: the peer simply has no label.
+func peerLabel(fd int) (string, error) {
+	s, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_PEERSEC)
+	if errors.Is(err, unix.ENOPROTOOPT) {
+		return "", nil
+	}
+	if err != nil {
+		return "", os.NewSyscallError("getsockopt SO_PEERSEC", err)
+	}
+	return s, nil
+}
+
+// peerProgram reads the executable of the process that connected, race
+// free: the pidfd from SO_PEERPIDFD pins the process the kernel recorded
+// at connect(); /proc/<pid>/exe is read; then the pidfd must show the
+// process still running, which proves that the pid was not reused while
+// /proc was read.
+func peerProgram(fd, pid int, opts readOptions) (string, fileID, error) {
+	if pid <= 0 {
+		return "", fileID{}, ErrPIDNotVisible
+	}
+	pidfd := -1
+	if !opts.noPeerPidfd {
+		var err error
+		pidfd, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.ENOPROTOOPT):
+			pidfd = -1 // Linux before 6.5
+		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ESRCH):
+			return "", fileID{}, fmt.Errorf("%w (getsockopt SO_PEERPIDFD: %v)", ErrPeerExited, err)
+		default:
+			return "", fileID{}, os.NewSyscallError("getsockopt SO_PEERPIDFD", err)
+		}
+	}
+	if pidfd < 0 {
+		return programByStartTime(pid)
+	}
+	defer unix.Close(pidfd)
+	path, id, rerr := readExe(pid)
+	alive, err := pidfdAlive(pidfd)
+	switch {
+	case err != nil:
+		return "", fileID{}, err
+	case !alive:
+		return "", fileID{}, ErrPeerExited
+	case rerr != nil:
+		return "", fileID{}, rerr
+	}
+	return path, id, nil
+}
+
+// programByStartTime is the fallback for kernels without SO_PEERPIDFD.
+// It pins the pid with pidfd_open (Linux 5.3) and checks that the process
+// behind the pid started no later than now and did not change while
+// /proc was read. It narrows the pid-reuse race to a pid reused between
+// the peer's exit and this call, within one clock tick; it does not close
+// it as SO_PEERPIDFD does.
+func programByStartTime(pid int) (string, fileID, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return "", fileID{}, os.NewSyscallError("clock_gettime", err)
+	}
+	now := uint64(ts.Nano()) / 1e7 // USER_HZ: /proc reports 100 ticks a second
+	start, err := procStartTime(pid)
+	if err != nil {
+		return "", fileID{}, err
+	}
+	if start > now {
+		return "", fileID{}, fmt.Errorf("%w (its pid %d now belongs to a process started later)", ErrPeerExited, pid)
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	switch {
+	case err == nil:
+		defer unix.Close(pidfd)
+	case errors.Is(err, unix.ESRCH):
+		return "", fileID{}, ErrPeerExited
+	default:
+		pidfd = -1 // before Linux 5.3: rely on the start time alone
+	}
+	path, id, rerr := readExe(pid)
+	again, err := procStartTime(pid)
+	if err != nil || again != start {
+		return "", fileID{}, ErrPeerExited
+	}
+	if pidfd >= 0 {
+		alive, err := pidfdAlive(pidfd)
+		if err != nil {
+			return "", fileID{}, err
+		}
+		if !alive {
+			return "", fileID{}, ErrPeerExited
+		}
+	}
+	return path, id, rerr
+}
+
+// readExe reads the path and the file identity of /proc/<pid>/exe.
+func readExe(pid int) (string, fileID, error) {
+	link := "/proc/" + strconv.Itoa(pid) + "/exe"
+	path, err := os.Readlink(link)
+	if err != nil {
+		return "", fileID{}, procError(link, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(link, &st); err != nil {
+		return "", fileID{}, procError(link, err)
+	}
+	if st.Nlink == 0 || strings.HasSuffix(path, " (deleted)") {
+		return "", fileID{}, fmt.Errorf("%w: %s", ErrProgramDeleted, path)
+	}
+	return path, fileID{dev: st.Dev, ino: st.Ino}, nil
+}
+
+// procError explains why a file under /proc/<pid> could not be read.
+func procError(name string, err error) error {
+	var why string
+	switch {
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		why = "permission denied: reading another user's or a non-dumpable process needs ptrace-read access (root with CAP_SYS_PTRACE), or /proc is mounted with hidepid"
+	case errors.Is(err, unix.ENOENT):
+		why = "no such entry: /proc is not mounted, hides other users' processes (hidepid), or the process is gone"
+	default:
+		why = err.Error()
+	}
+	return fmt.Errorf("%w: %s: %s", ErrProcUnavailable, name, why)
+}
+
+// procStartTime returns field 22 of /proc/<pid>/stat: the time the
+// process started, in clock ticks since boot.
+func procStartTime(pid int) (uint64, error) {
+	name := "/proc/" + strconv.Itoa(pid) + "/stat"
+	b, err := os.ReadFile(name)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
+			return 0, ErrPeerExited
+		}
+		return 0, procError(name, err)
+	}
+	return parseStartTime(string(b))
+}
+
+// parseStartTime extracts the start time from the text of /proc/<pid>/stat.
+// The command name (field 2) is in parentheses and may itself contain
+// spaces and parentheses, so the fields are counted after the last ')'.
+func parseStartTime(stat string) (uint64, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/<pid>/stat: no ')'")
+	}
+	fields := strings.Fields(stat[i+1:])
+	const startTime = 22 - 3 // fields after the name start at field 3
+	if len(fields) <= startTime {
+		return 0, fmt.Errorf("malformed /proc/<pid>/stat: %d fields after the name", len(fields))
+	}
+	v, err := strconv.ParseUint(fields[startTime], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("malformed /proc/<pid>/stat: start time: %w", err)
+	}
+	return v, nil
+}
+
+// pidfdAlive reports whether the process behind pidfd is still running.
+// A pidfd polls readable once the process has exited (zombies included).
+func pidfdAlive(pidfd int) (bool, error) {
+	fds := [1]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds[:], 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false, os.NewSyscallError("poll pidfd", err)
+		}
+		return n == 0, nil
+	}
+}

@@ -1,0 +1,73 @@
+// Package secnet secures Unix domain sockets by verifying the process at
+// the other end of each connection.
+//
+// Listen is a drop-in replacement for net.Listen("unix", path). It accepts
+// connections, asks the kernel who is at the other end, applies the rules
+// it was given, closes the connections that fail them, and hands only
+// verified connections to the application:
+//
+//	ln, err := secnet.Listen("unix", "/run/myd.sock",
+//		secnet.UID(0, 1000),              // the peer's uid is one of these
+//		secnet.Program("/usr/bin/myctl"), // the peer runs this executable
+//	)
+//	// ln is a net.Listener: http.Serve(ln, h) and grpcServer.Serve(ln) work unchanged.
+//	c, err := ln.Accept()
+//	p := c.(*secnet.SecureConn).Peer() // p.PID, p.UID, p.GID, p.Groups, p.Program, p.Label
+//
+// # Types
+//
+// *Listener implements net.Listener; its Accept returns a *SecureConn typed
+// as net.Conn. *SecureConn embeds *net.UnixConn, so it also implements
+// net.Conn and every method of *net.UnixConn (file descriptor passing with
+// ReadMsgUnix and WriteMsgUnix, CloseWrite, SyscallConn, ...), and adds
+// Peer. A rejection is a *RejectError, which names every rule that failed
+// and why; errors.Is(err, ErrRejected) matches it. NewListener wraps a
+// listener made elsewhere (systemd socket activation, tests).
+//
+// # What each rule proves
+//
+// The kernel records the peer's credentials when it calls connect(): the
+// process id, the effective uid and gid (SO_PEERCRED), the supplementary
+// groups (SO_PEERGROUPS) and the security label (SO_PEERSEC). The peer
+// cannot change them afterwards, and they are translated into the
+// listener's namespaces.
+//
+//   - UID, GID, SameUser and User prove the effective user or group of the
+//     process that connected, at the moment it connected. A setuid program
+//     connects with the uid it runs as.
+//   - InGroup and Group also look at the supplementary groups.
+//   - User and Group resolve names to ids when a peer is checked, through
+//     a cache whose entries live 30 seconds: no NSS lookup per connection,
+//     and changes to users and groups are seen within that time.
+//   - Program proves which executable file the connecting process ran when
+//     the listener accepted the connection. It is read from /proc/<pid>/exe
+//     through a pidfd (SO_PEERPIDFD, Linux 6.5), which pins the process
+//     that connected, so a pid reused by another process is never mistaken
+//     for the peer. On older kernels secnet pins the pid with pidfd_open
+//     and compares the process start time, which narrows that race to one
+//     clock tick but does not close it. Program does not prove what the
+//     process runs later (it may call execve), nor that the process is the
+//     one that writes (it may hand the socket to another process).
+//     Reading /proc/<pid>/exe of another user's process needs root (with
+//     CAP_SYS_PTRACE); without it Program rules fail closed.
+//   - Label proves the LSM label of the peer as of connect().
+//
+// Every rule fails closed: a peer whose identity cannot be read (it has
+// exited, its pid is in another pid namespace, /proc cannot be read, its
+// executable was deleted) fails every rule that needs the missing part,
+// and Not of such a rule fails too. A listener reads only what its rules
+// need: UID rules cost one getsockopt and never touch /proc.
+//
+// # Socket files
+//
+// Listen creates the socket file with the mode and owner of ListenConfig
+// before it appears at its path, replaces a stale socket file that no
+// process listens on, refuses to replace anything else, and removes the
+// file on Close.
+//
+// # Platforms
+//
+// Peer verification is implemented for Linux. The package builds on other
+// Unix systems, where every peer is rejected with an error that names the
+// operating system.
+package secnet

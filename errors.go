@@ -1,0 +1,73 @@
+package secnet
+
+import (
+	"errors"
+	"strings"
+)
+
+// ErrRejected is matched by every *RejectError:
+// errors.Is(err, secnet.ErrRejected).
+var ErrRejected = errors.New("secnet: peer rejected")
+
+// RejectError reports a peer that failed verification: every rule that
+// failed, with its reason, and the identity as far as it could be read.
+type RejectError struct {
+	// Peer is the identity as far as it was read.
+	Peer Peer
+	// Failures lists every failed rule, in the order the rules were given.
+	Failures []RuleError
+}
+
+// Error says who the peer is and why each failed rule failed, e.g.
+// "secnet: rejected peer pid=42 uid=1000 gid=1000: uid: peer uid 1000 is not 0".
+func (e *RejectError) Error() string {
+	var b strings.Builder
+	b.WriteString("secnet: rejected peer ")
+	b.WriteString(e.Peer.String())
+	b.WriteString(": ")
+	b.WriteString(ruleErrors(e.Failures).Error())
+	return b.String()
+}
+
+// Is reports whether target is ErrRejected.
+func (e *RejectError) Is(target error) bool { return target == ErrRejected }
+
+// Unwrap returns the failures, so that errors.Is and errors.As reach the
+// reasons (ErrPeerExited, ErrProgramDeleted, ...).
+func (e *RejectError) Unwrap() []error {
+	out := make([]error, len(e.Failures))
+	for i := range e.Failures {
+		out[i] = e.Failures[i]
+	}
+	return out
+}
+
+// RuleError is the failure of one rule.
+type RuleError struct {
+	Rule string // the rule's short name (Rule.Name)
+	Err  error  // the reason
+}
+
+func (e RuleError) Error() string { return e.Rule + ": " + e.Err.Error() }
+
+// Unwrap returns the reason.
+func (e RuleError) Unwrap() error { return e.Err }
+
+// ruleErrors is the reason of a combinator: the failures of its rules.
+type ruleErrors []RuleError
+
+func (es ruleErrors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (es ruleErrors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i := range es {
+		out[i] = es[i]
+	}
+	return out
+}

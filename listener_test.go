@@ -1,0 +1,456 @@
+package secnet
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestAcceptsMatchingPeer(t *testing.T) {
+	bin := peerBinary(t)
+	h := listen(t, UID(os.Getuid()), Program(bin))
+	cl := startClient(t, bin, h.path, "talk", nil)
+	c := h.mustAccept(t)
+	p := c.Peer()
+	if p.PID != cl.cmd.Process.Pid || p.UID != os.Getuid() || p.GID != os.Getgid() {
+		t.Errorf("peer = %v, want pid %d uid %d gid %d", &p, cl.cmd.Process.Pid, os.Getuid(), os.Getgid())
+	}
+	if p.Program != bin {
+		t.Errorf("Program = %q, want %q", p.Program, bin)
+	}
+	groups, _ := os.Getgroups()
+	if !sameInts(p.Groups, groups) {
+		t.Errorf("Groups = %v, want %v", p.Groups, groups)
+	}
+	if err := p.Err(); err != nil {
+		t.Errorf("Err = %v", err)
+	}
+	if got := cl.line(t); got != "pong" {
+		t.Errorf("client got %q, want pong", got)
+	}
+}
+
+func TestRejectNamesEveryFailedRule(t *testing.T) {
+	bin := peerBinary(t)
+	other := os.Getuid() + 4242
+	h := listen(t, UID(other), GID(os.Getgid()), Program("/bin/sh"), Label("system_u:*"))
+	cl := startClient(t, bin, h.path, "talk", nil)
+	rej := h.mustReject(t)
+	if got := cl.line(t); got != "closed" {
+		t.Errorf("rejected client read %q, want the connection closed", got)
+	}
+	var names []string
+	for _, f := range rej.Failures {
+		names = append(names, f.Rule)
+	}
+	if got := strings.Join(names, ","); got != "uid,program,label" {
+		t.Errorf("failed rules = %s, want uid,program,label (%v)", got, rej)
+	}
+	if !errors.Is(rej, ErrRejected) {
+		t.Error("errors.Is(rej, ErrRejected) = false")
+	}
+	msg := rej.Error()
+	for _, want := range []string{"uid " + itoa(os.Getuid()) + " is not " + itoa(other), "program " + bin + " is not /bin/sh", "pid=" + itoa(cl.cmd.Process.Pid)} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not say %q", msg, want)
+		}
+	}
+}
+
+func TestOnlyNeededAttributesAreRead(t *testing.T) {
+	bin := peerBinary(t)
+	h := listen(t, UID(os.Getuid()))
+	startClient(t, bin, h.path, "talk", nil)
+	c := h.mustAccept(t)
+	if k := c.id.peer.known; k != attrCred {
+		t.Fatalf("a UID rule read %v, want credentials only", k)
+	}
+	// Peer reads the rest on demand, still through the pidfd.
+	if p := c.Peer(); p.Program != bin || p.known != attrAll {
+		t.Fatalf("Peer() = %v (read %v), want program %s", &p, p.known, bin)
+	}
+}
+
+func TestCloseUnblocksAccept(t *testing.T) {
+	h := listen(t, Anyone())
+	errc := make(chan error, 3)
+	for range 3 {
+		go func() {
+			_, err := h.ln.Accept()
+			errc <- err
+		}()
+	}
+	if err := h.ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		select {
+		case err := <-errc:
+			if !errors.Is(err, net.ErrClosed) {
+				t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Close did not unblock Accept")
+		}
+	}
+	if _, err := os.Lstat(h.path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket file after Close: %v, want it removed", err)
+	}
+	if err := h.ln.Close(); err != nil {
+		t.Errorf("second Close = %v, want nil", err)
+	}
+}
+
+func TestCloseKeepsAReplacedFile(t *testing.T) {
+	h := listen(t, Anyone())
+	os.Remove(h.path)
+	if err := os.WriteFile(h.path, []byte("not ours"), 0600); err != nil {
+		t.Fatal(err)
+	}
+	h.ln.Close()
+	if b, err := os.ReadFile(h.path); err != nil || string(b) != "not ours" {
+		t.Fatalf("Close removed or changed a file it did not create: %q, %v", b, err)
+	}
+}
+
+func TestSocketFileMode(t *testing.T) {
+	old := syscall.Umask(0077) // the mode must not depend on the umask
+	defer syscall.Umask(old)
+	path := filepath.Join(sockDir(t), "s")
+	lc := ListenConfig{Mode: 0660}
+	if os.Geteuid() == 0 {
+		lc.Owner, lc.Group = "daemon", "adm"
+	}
+	ln, err := lc.Listen(context.Background(), "unix", path, Anyone())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0660 {
+		t.Errorf("socket file mode = %v, want socket 0660", fi.Mode())
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if os.Geteuid() == 0 && (st.Uid != 1 || st.Gid != 4) {
+		t.Errorf("socket file owner = %d:%d, want daemon:adm (1:4)", st.Uid, st.Gid)
+	}
+	if got := ln.Addr().String(); got != path {
+		t.Errorf("Addr = %q, want %q", got, path)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Errorf("directory holds %d entries, want only the socket (no leftover temporary directory)", len(entries))
+	}
+}
+
+func TestStaleSocketIsReplaced(t *testing.T) {
+	path := filepath.Join(sockDir(t), "s")
+	old, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.SetUnlinkOnClose(false)
+	old.Close() // a crashed server leaves its socket file behind
+	ln, err := Listen("unix", path, Anyone())
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	ln.Close()
+}
+
+func TestLiveSocketIsNotReplaced(t *testing.T) {
+	path := filepath.Join(sockDir(t), "s")
+	live, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	if _, err := Listen("unix", path, Anyone()); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("Listen over a live socket: %v, want EADDRINUSE", err)
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("the live server's socket was disturbed: %v", err)
+	}
+	c.Close()
+}
+
+func TestOtherFileIsNotReplaced(t *testing.T) {
+	path := filepath.Join(sockDir(t), "s")
+	if err := os.WriteFile(path, []byte("data"), 0600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Listen("unix", path, Anyone())
+	if err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("Listen over a regular file: %v, want an error saying it is not a socket", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "data" {
+		t.Fatal("the regular file was changed")
+	}
+}
+
+func TestAbstractSocket(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("abstract sockets are Linux only")
+	}
+	addr := "@secnet-test-" + itoa(os.Getpid())
+	ln, err := Listen("unix", addr, UID(os.Getuid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := net.Dial("unix", addr); err == nil {
+			c.Close()
+		}
+	}()
+	c, err := ln.AcceptSecure()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	lc := ListenConfig{Mode: 0600}
+	if _, err := lc.Listen(context.Background(), "unix", addr+"-2", Anyone()); err == nil {
+		t.Fatal("Mode on an abstract socket: no error")
+	}
+}
+
+func TestUnixpacket(t *testing.T) {
+	path := filepath.Join(sockDir(t), "s")
+	ln, err := Listen("unixpacket", path, UID(os.Getuid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := net.Dial("unixpacket", path); err == nil {
+			c.Write([]byte("x"))
+			c.Close()
+		}
+	}()
+	c, err := ln.AcceptSecure()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if p := c.Peer(); p.PID != os.Getpid() {
+		t.Errorf("pid = %d, want %d", p.PID, os.Getpid())
+	}
+}
+
+func TestRulesAreRequired(t *testing.T) {
+	path := filepath.Join(sockDir(t), "s")
+	if _, err := Listen("unix", path); err == nil || !strings.Contains(err.Error(), "Anyone") {
+		t.Fatalf("Listen without rules: %v, want an error pointing to Anyone", err)
+	}
+	if _, err := Listen("unix", path, Program("relative/path")); err == nil || !strings.Contains(err.Error(), "not absolute") {
+		t.Fatalf("Listen with a relative Program path: %v", err)
+	}
+	if _, err := Listen("unix", path, Rule{}); err == nil {
+		t.Fatal("Listen with a zero Rule: no error")
+	}
+	inner, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := NewListener(inner, UID())
+	defer ln.Close()
+	if _, err := ln.Accept(); err == nil || !strings.Contains(err.Error(), "no user ids") {
+		t.Fatalf("Accept with an invalid rule: %v", err)
+	}
+}
+
+func TestNewListenerRejectsOtherSockets(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Skip("no TCP loopback:", err)
+	}
+	ln := NewListener(inner, Anyone())
+	rejected := make(chan *RejectError, 1)
+	ln.SetRejected(func(e *RejectError) { rejected <- e })
+	defer ln.Close()
+	go ln.Accept()
+	c, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case e := <-rejected:
+		if e.Failures[0].Rule != "unix" {
+			t.Errorf("rejection = %v, want the unix rule", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a TCP connection was not rejected")
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("read on the rejected connection: %v, want EOF", err)
+	}
+}
+
+// errListener is an inner listener whose Accept fails with EMFILE, as a
+// process out of file descriptors does.
+type errListener struct{ net.Listener }
+
+func (errListener) Accept() (net.Conn, error) {
+	return nil, &net.OpError{Op: "accept", Net: "unix", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+}
+
+func TestInnerErrorsPassThrough(t *testing.T) {
+	inner, err := net.Listen("unix", filepath.Join(sockDir(t), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	ln := NewListener(errListener{inner}, Anyone())
+	_, err = ln.Accept()
+	if !errors.Is(err, syscall.EMFILE) {
+		t.Fatalf("Accept = %v, want the inner EMFILE unchanged", err)
+	}
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "accept" {
+		t.Fatalf("Accept = %#v, want the inner *net.OpError", err)
+	}
+}
+
+func TestManyClientsAtOnce(t *testing.T) {
+	h := listen(t, UID(os.Getuid()))
+	h.start()
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("unix", h.path)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			c.Write([]byte("ping"))
+			buf := make([]byte, 4)
+			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "pong" {
+				errs <- errors.New("no pong: " + errString(err))
+			}
+		}()
+	}
+	for range n {
+		h.mustAccept(t)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestNoLeakAfterRejections(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("counts fds in /proc/self/fd")
+	}
+	var rejections int
+	var mu sync.Mutex
+	path := filepath.Join(sockDir(t), "s")
+	lc := ListenConfig{Rejected: func(*RejectError) { mu.Lock(); rejections++; mu.Unlock() }}
+	ln, err := lc.Listen(context.Background(), "unix", path, UID(os.Getuid()+4242), Program("/bin/sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if _, err := ln.Accept(); err != nil {
+				return
+			}
+			t.Error("a peer that fails the rules was accepted")
+		}
+	}()
+	dialAndWaitClose := func() {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("rejected connection: read %v, want EOF", err)
+		}
+		c.Close()
+	}
+	dialAndWaitClose() // warm up: lazily created runtime state
+	fds, goroutines := countFDs(t), runtime.NumGoroutine()
+	for range 1000 {
+		dialAndWaitClose()
+	}
+	mu.Lock()
+	if rejections != 1001 {
+		t.Errorf("%d rejections reported, want 1001", rejections)
+	}
+	mu.Unlock()
+	if got := countFDs(t); got != fds {
+		t.Errorf("open fds: %d before, %d after 1000 rejections", fds, got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() != goroutines && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := runtime.NumGoroutine(); got != goroutines {
+		t.Errorf("goroutines: %d before, %d after 1000 rejections", goroutines, got)
+	}
+	ln.Close()
+	<-done
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+func sameInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := map[int]int{}
+	for _, x := range a {
+		seen[x]++
+	}
+	for _, x := range b {
+		seen[x]--
+	}
+	for _, n := range seen {
+		if n != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func errString(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return err.Error()
+}

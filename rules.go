@@ -1,0 +1,388 @@
+package secnet
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// A Rule is one check of a peer's identity. Build rules with the functions
+// of this package (UID, Program, AnyOf, RuleFunc, ...) and give them to
+// Listen, NewListener or (*ListenConfig).Listen, which require every rule to
+// pass. A Rule is a small immutable value, safe to share between listeners
+// and goroutines. The zero Rule is invalid.
+//
+// Each rule declares which parts of the identity it needs, so a listener
+// reads only those: a policy of UID rules never touches /proc.
+//
+// A rule that cannot decide because part of the identity could not be read
+// fails; so does Not of such a rule. Rules never fail open.
+type Rule struct {
+	name  string // short name, for errors and logs: "uid"
+	desc  string // the rule with its arguments: "uid(0, 1000)"
+	need  attrs  // what the rule and its children read
+	check func(*Peer) error
+	err   error // why the rule could not be built
+}
+
+// Name returns the rule's short name, used in errors and logs: "uid",
+// "program", "anyof", or the name given to RuleFunc.
+func (r Rule) Name() string { return r.name }
+
+// String returns the rule with its arguments, e.g. "uid(0, 1000)".
+func (r Rule) String() string { return r.desc }
+
+// Err returns the error met while building the rule (a relative or missing
+// program path, an empty list, ...), or nil. Listen refuses rules with an
+// error.
+func (r Rule) Err() error {
+	if r.check == nil {
+		return errors.New("secnet: zero Rule (build rules with the functions of package secnet)")
+	}
+	return r.err
+}
+
+// Check applies the rule to p and returns nil when the peer passes, or the
+// reason it does not. Check reads nothing: p must hold the attributes the
+// rule needs, as the Peer of a *SecureConn does.
+func (r Rule) Check(p *Peer) error {
+	if err := r.Err(); err != nil {
+		return err
+	}
+	return r.check(p)
+}
+
+// unknownError marks a failure because the identity could not be read, as
+// opposed to an identity that does not match. Not must not turn it into a
+// pass.
+type unknownError struct{ err error }
+
+func (e *unknownError) Error() string { return e.err.Error() }
+func (e *unknownError) Unwrap() error { return e.err }
+
+func isUnknown(err error) bool {
+	_, ok := err.(*unknownError)
+	return ok
+}
+
+// leaf builds a rule that needs the attributes in need and fails, without
+// calling check, when they could not be read.
+func leaf(name, desc string, need attrs, check func(*Peer) error) Rule {
+	need |= attrCred
+	return Rule{name: name, desc: desc, need: need, check: func(p *Peer) error {
+		if err := p.need(need); err != nil {
+			return &unknownError{err}
+		}
+		return check(p)
+	}}
+}
+
+// invalid builds a rule that could not be built.
+func invalid(name string, err error) Rule {
+	err = fmt.Errorf("rule %s: %w", name, err)
+	return Rule{name: name, desc: name + "(invalid)", err: err, check: func(*Peer) error { return err }}
+}
+
+// Anyone passes every peer whose credentials can be read. A listener
+// needs at least one rule; Anyone says explicitly that any local process
+// may connect.
+func Anyone() Rule {
+	return leaf("anyone", "anyone()", attrCred, func(*Peer) error { return nil })
+}
+
+// UID passes a peer whose effective user id is one of ids.
+func UID(ids ...int) Rule {
+	if len(ids) == 0 {
+		return invalid("uid", errors.New("no user ids given"))
+	}
+	ids = slices.Clone(ids)
+	return leaf("uid", "uid("+joinInts(ids, ", ")+")", attrCred, func(p *Peer) error {
+		if slices.Contains(ids, p.UID) {
+			return nil
+		}
+		return fmt.Errorf("peer uid %d is not %s", p.UID, orList(intStrings(ids)))
+	})
+}
+
+// GID passes a peer whose effective primary group id is one of ids.
+// Supplementary groups do not count; see InGroup.
+func GID(ids ...int) Rule {
+	if len(ids) == 0 {
+		return invalid("gid", errors.New("no group ids given"))
+	}
+	ids = slices.Clone(ids)
+	return leaf("gid", "gid("+joinInts(ids, ", ")+")", attrCred, func(p *Peer) error {
+		if slices.Contains(ids, p.GID) {
+			return nil
+		}
+		return fmt.Errorf("peer primary gid %d is not %s", p.GID, orList(intStrings(ids)))
+	})
+}
+
+// InGroup passes a peer that holds one of gids as its primary or as a
+// supplementary group.
+func InGroup(gids ...int) Rule {
+	if len(gids) == 0 {
+		return invalid("ingroup", errors.New("no group ids given"))
+	}
+	gids = slices.Clone(gids)
+	return leaf("ingroup", "ingroup("+joinInts(gids, ", ")+")", attrCred|attrGroups, func(p *Peer) error {
+		for _, g := range gids {
+			if p.hasGroup(g) {
+				return nil
+			}
+		}
+		return fmt.Errorf("peer (gid %d, supplementary groups %v) is in none of the groups %s",
+			p.GID, p.Groups, orList(intStrings(gids)))
+	})
+}
+
+// User passes a peer whose effective user id is that of one of the named
+// users. Names are resolved when a peer is checked, through a cache with a
+// bounded lifetime (see the package documentation), so that changes to the
+// user database are seen without a lookup per connection. A name that does
+// not exist matches no one.
+func User(names ...string) Rule {
+	if len(names) == 0 {
+		return invalid("user", errors.New("no user names given"))
+	}
+	names = slices.Clone(names)
+	return leaf("user", "user("+strings.Join(names, ", ")+")", attrCred, func(p *Peer) error {
+		return matchNames(names, "user", p.UID, lookupCache.uid, func(id int) bool { return id == p.UID })
+	})
+}
+
+// Group passes a peer that holds one of the named groups as its primary or
+// as a supplementary group. Names are resolved as for User.
+func Group(names ...string) Rule {
+	if len(names) == 0 {
+		return invalid("group", errors.New("no group names given"))
+	}
+	names = slices.Clone(names)
+	return leaf("group", "group("+strings.Join(names, ", ")+")", attrCred|attrGroups, func(p *Peer) error {
+		return matchNames(names, "group", p.GID, lookupCache.gid, p.hasGroup)
+	})
+}
+
+// matchNames resolves each name to an id and passes when match accepts
+// one. A lookup that failed for another reason than an unknown name makes
+// the result unknown rather than a mismatch.
+func matchNames(list []string, kind string, have int, resolve func(string) (int, error), match func(int) bool) error {
+	var unknown []string
+	var failed error
+	for _, n := range list {
+		id, err := resolve(n)
+		switch {
+		case err == nil && match(id):
+			return nil
+		case err != nil && isUnknownName(err):
+			unknown = append(unknown, n)
+		case err != nil:
+			failed = err
+		}
+	}
+	if failed != nil {
+		return &unknownError{fmt.Errorf("looking up %s names: %w", kind, failed)}
+	}
+	what := "uid"
+	if kind == "group" {
+		what = "groups"
+	}
+	msg := fmt.Sprintf("peer (%s %d) is not %s %s", what, have, kind, orList(list))
+	if len(unknown) > 0 {
+		msg += fmt.Sprintf(" (no %s named %s exists)", kind, orList(unknown))
+	}
+	return errors.New(msg)
+}
+
+// Program passes a peer whose executable is one of the files at paths.
+// Each path must be absolute; it is resolved through symlinks when the
+// rule is built. The peer's executable is compared as a file (device and
+// inode), not as a string, with the file found at the resolved path when
+// the peer is checked: a copy of the program elsewhere does not match, a
+// program upgraded in place does. A peer whose executable was deleted or
+// replaced after it started, whose pid is not visible, that has exited,
+// or whose /proc entry cannot be read fails, with the reason.
+func Program(paths ...string) Rule {
+	if len(paths) == 0 {
+		return invalid("program", errors.New("no paths given"))
+	}
+	resolved := make([]string, len(paths))
+	for i, p := range paths {
+		if !filepath.IsAbs(p) {
+			return invalid("program", fmt.Errorf("path %q is not absolute", p))
+		}
+		r, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return invalid("program", err)
+		}
+		resolved[i] = r
+	}
+	return leaf("program", "program("+strings.Join(paths, ", ")+")", attrCred|attrProgram, func(p *Peer) error {
+		for _, path := range resolved {
+			if id, err := statFileID(path); err == nil && id == p.exe {
+				return nil
+			}
+		}
+		return fmt.Errorf("peer program %s is not %s", p.Program, orList(paths))
+	})
+}
+
+// SameUser passes a peer whose effective uid is the effective uid of this
+// process, taken when the rule is built.
+func SameUser() Rule {
+	uid := os.Geteuid()
+	return leaf("sameuser", fmt.Sprintf("sameuser(uid %d)", uid), attrCred, func(p *Peer) error {
+		if p.UID == uid {
+			return nil
+		}
+		return fmt.Errorf("peer uid %d is not this process's uid %d", p.UID, uid)
+	})
+}
+
+// Label passes a peer whose LSM label (SO_PEERSEC) matches one of the glob
+// patterns. In a pattern, '*' matches any run of characters ('/' included),
+// '?' any single character, and '\' makes the next character literal. A
+// peer without a label (no security module labels sockets) passes only a
+// pattern that matches the empty string.
+func Label(patterns ...string) Rule {
+	if len(patterns) == 0 {
+		return invalid("label", errors.New("no patterns given"))
+	}
+	for _, pat := range patterns {
+		if err := validGlob(pat); err != nil {
+			return invalid("label", err)
+		}
+	}
+	patterns = slices.Clone(patterns)
+	return leaf("label", "label("+strings.Join(patterns, ", ")+")", attrCred|attrLabel, func(p *Peer) error {
+		for _, pat := range patterns {
+			if globMatch(pat, p.Label) {
+				return nil
+			}
+		}
+		if p.Label == "" {
+			return fmt.Errorf("peer has no security label (no LSM labels sockets here), which matches none of %s", orList(patterns))
+		}
+		return fmt.Errorf("peer label %q matches none of %s", p.Label, orList(patterns))
+	})
+}
+
+// RuleFunc makes a rule of a function. The function sees the whole
+// identity; if any part of it cannot be read, the rule fails without
+// calling fn. fn returns nil to pass the peer, or the reason it fails.
+// Not treats any error of fn as "does not match". fn must be safe for
+// concurrent use.
+func RuleFunc(name string, fn func(p *Peer) error) Rule {
+	if name == "" || fn == nil {
+		return invalid("func", errors.New("RuleFunc needs a name and a function"))
+	}
+	return leaf(name, name+"()", attrAll, fn)
+}
+
+// AllOf passes a peer that passes every rule; its reason lists every rule
+// that failed.
+func AllOf(rules ...Rule) Rule {
+	return combine("allof", rules, func(p *Peer) error {
+		var failed ruleErrors
+		unknownOnly := true
+		for _, r := range rules {
+			if err := r.Check(p); err != nil {
+				failed = append(failed, RuleError{Rule: r.name, Err: err})
+				unknownOnly = unknownOnly && isUnknown(err)
+			}
+		}
+		switch {
+		case len(failed) == 0:
+			return nil
+		case unknownOnly:
+			return &unknownError{failed}
+		}
+		return failed
+	})
+}
+
+// AnyOf passes a peer that passes at least one of rules.
+func AnyOf(rules ...Rule) Rule {
+	return combine("anyof", rules, func(p *Peer) error {
+		var failed ruleErrors
+		sawUnknown := false
+		for _, r := range rules {
+			err := r.Check(p)
+			if err == nil {
+				return nil
+			}
+			failed = append(failed, RuleError{Rule: r.name, Err: err})
+			sawUnknown = sawUnknown || isUnknown(err)
+		}
+		err := fmt.Errorf("none of the alternatives passed: %w", failed)
+		if sawUnknown {
+			return &unknownError{err}
+		}
+		return err
+	})
+}
+
+// Not passes a peer that fails r because its identity does not match r.
+// A peer whose identity r could not read fails Not(r) too.
+func Not(r Rule) Rule {
+	if err := r.Err(); err != nil {
+		return invalid("not", err)
+	}
+	return Rule{name: "not", desc: "not(" + r.desc + ")", need: r.need, check: func(p *Peer) error {
+		err := r.Check(p)
+		switch {
+		case err == nil:
+			return fmt.Errorf("peer matches %s", r.desc)
+		case isUnknown(err):
+			return err
+		}
+		return nil
+	}}
+}
+
+func combine(name string, rules []Rule, check func(*Peer) error) Rule {
+	if len(rules) == 0 {
+		return invalid(name, errors.New("no rules given"))
+	}
+	rules = slices.Clone(rules)
+	descs := make([]string, len(rules))
+	var need attrs
+	for i, r := range rules {
+		if err := r.Err(); err != nil {
+			return invalid(name, err)
+		}
+		need |= r.need
+		descs[i] = r.desc
+	}
+	return Rule{name: name, desc: name + "(" + strings.Join(descs, ", ") + ")", need: need, check: check}
+}
+
+func intStrings(ids []int) []string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = strconv.Itoa(id)
+	}
+	return s
+}
+
+func joinInts(ids []int, sep string) string {
+	return strings.Join(intStrings(ids), sep)
+}
+
+// orList formats a list for a sentence: "a", "a or b", "one of a, b, c".
+func orList(items []string) string {
+	switch len(items) {
+	case 0:
+		return "(nothing)"
+	case 1:
+		return items[0]
+	case 2:
+		return items[0] + " or " + items[1]
+	}
+	return "one of " + strings.Join(items, ", ")
+}

@@ -1,0 +1,24 @@
+//go:build unix
+
+package secnet
+
+import "syscall"
+
+// statFileID returns the device and inode of the file at path, following
+// symlinks.
+func statFileID(path string) (fileID, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return fileID{}, err
+	}
+	return fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)}, nil
+}
+
+// lstatFileID is statFileID without following a final symlink.
+func lstatFileID(path string) (fileID, error) {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(path, &st); err != nil {
+		return fileID{}, err
+	}
+	return fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)}, nil
+}
