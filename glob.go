@@ -7,7 +7,7 @@ import "errors"
 // next byte literal. It runs in O(len(pattern)*len(s)) at worst, without
 // recursion, so that hostile labels or paths cannot make it slow.
 func globMatch(pattern, s string) bool {
-	var p, i int          // positions in pattern and s
+	var p, i int         // positions in pattern and s
 	star, retry := -1, 0 // the last '*' seen and where in s it resumes
 	for i < len(s) {
 		if p < len(pattern) {
