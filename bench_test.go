@@ -287,4 +287,3 @@ func benchDir(b *testing.B) string {
 	b.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
 }
-
