@@ -180,6 +180,19 @@ func (p *Peer) hasGroup(gid int) bool {
 	return false
 }
 
+// fail records err for each attribute in want that was not read yet.
+func (p *Peer) fail(want attrs, err error) {
+	for _, e := range []struct {
+		a   attrs
+		err *error
+	}{{attrCred, &p.errs.cred}, {attrGroups, &p.errs.groups}, {attrLabel, &p.errs.label}, {attrProgram, &p.errs.program}} {
+		if want&e.a != 0 && p.known&e.a == 0 {
+			*e.err = err
+		}
+	}
+	p.known |= want
+}
+
 // need returns the error that prevents a rule needing a from deciding, or
 // nil when a was read.
 func (p *Peer) need(a attrs) error {

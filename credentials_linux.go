@@ -20,10 +20,7 @@ func readPeer(c *net.UnixConn, want attrs, p *Peer, opts readOptions) {
 		err = rc.Control(func(fd uintptr) { readFD(int(fd), want, p, opts) })
 	}
 	if err != nil {
-		p.known |= want | attrCred
-		if p.errs.cred == nil {
-			p.errs.cred = fmt.Errorf("reading peer credentials: %w", err)
-		}
+		p.fail(want, fmt.Errorf("reading peer identity: %w", err))
 	}
 }
 

@@ -11,6 +11,5 @@ import (
 // readPeer is not implemented outside Linux: every peer is rejected, with a
 // reason that names the operating system.
 func readPeer(c *net.UnixConn, want attrs, p *Peer, opts readOptions) {
-	p.known |= want | attrCred
-	p.errs.cred = fmt.Errorf("reading peer credentials on %s: %w", runtime.GOOS, ErrUnsupported)
+	p.fail(want, fmt.Errorf("reading peer credentials on %s: %w", runtime.GOOS, ErrUnsupported))
 }

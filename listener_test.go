@@ -466,3 +466,20 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+func TestPeerAfterClose(t *testing.T) {
+	h := listen(t, UID(os.Getuid()))
+	startClient(t, peerBinary(t), h.path, "talk", nil)
+	c := h.mustAccept(t)
+	c.Close()
+	p := c.Peer() // the rest can no longer be read; what was read stays valid
+	if p.UID != os.Getuid() || p.PID == 0 {
+		t.Fatalf("Peer after Close = %v, want the credentials read at accept", &p)
+	}
+	if err := UID(os.Getuid()).Check(&p); err != nil {
+		t.Errorf("UID rule on the credentials read at accept: %v", err)
+	}
+	if err := p.Err(); err == nil || p.Program != "" {
+		t.Errorf("Err = %v, Program = %q: want an error for what could not be read", err, p.Program)
+	}
+}
