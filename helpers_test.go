@@ -314,6 +314,16 @@ func listen(t *testing.T, rules ...Rule) *harness {
 		ln.Close()
 		h.loopOnce.Do(func() { close(h.loopDone) })
 		<-h.loopDone
+		// Close what the test did not take, so that no connection is left
+		// for a finalizer to close during a later test's fd count.
+		for {
+			select {
+			case c := <-h.accepted:
+				c.Close()
+			default:
+				return
+			}
+		}
 	})
 	return h
 }
