@@ -15,23 +15,17 @@ import (
 	"testing"
 )
 
-// nsByReadlink reads the namespace ids of pid the other way, from the
-// link text "net:[4026531833]", to check what secnet reads with stat.
-func nsByReadlink(t *testing.T, pid int) Namespaces {
+// nsByStat reads the namespace ids of pid the other way, with stat, to
+// check what secnet reads with readlink.
+func nsByStat(t *testing.T, pid int) Namespaces {
 	t.Helper()
 	var n Namespaces
 	for _, k := range NamespaceKinds() {
-		s, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, k))
+		fi, err := os.Stat(fmt.Sprintf("/proc/%d/ns/%s", pid, k))
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, ok := strings.CutPrefix(s, string(k)+":[")
-		v, ok2 := strings.CutSuffix(v, "]")
-		id, err := strconv.ParseUint(v, 10, 64)
-		if !ok || !ok2 || err != nil {
-			t.Fatalf("namespace link %q", s)
-		}
-		*n.field(k) = id
+		*n.field(k) = fi.Sys().(*syscall.Stat_t).Ino
 	}
 	return n
 }
@@ -70,7 +64,7 @@ func TestRemappedContainerPeer(t *testing.T) {
 	if p.PID != cl.cmd.Process.Pid || p.UID != 100000 || p.GID != 100000 {
 		t.Errorf("peer = %v, want pid %d uid 100000 gid 100000 (container root as the host sees it)", &p, cl.cmd.Process.Pid)
 	}
-	if want := nsByReadlink(t, cl.cmd.Process.Pid); p.Namespaces != want {
+	if want := nsByStat(t, cl.cmd.Process.Pid); p.Namespaces != want {
 		t.Errorf("Namespaces = %v, want %v", p.Namespaces, want)
 	}
 	own, err := OwnNamespaces()
