@@ -143,8 +143,8 @@ var hostKinds = []NamespaceKind{UserNamespace, PIDNamespace, CgroupNamespace, IP
 // ProtectSystem, PrivateNetwork, ...) still pass; a container started with
 // the host's pid, ipc, uts, cgroup and user namespaces passes too (see
 // docs/containers.md for rules that catch it). A listener that runs in a
-// container sees no host peer with a visible pid, so OnHost rejects every
-// peer there.
+// container with its own pid namespace sees no host peer with a visible
+// pid, so OnHost rejects every peer there.
 func OnHost() Rule {
 	return leaf("onhost", "onhost()", attrCred|attrNamespaces, func(p *Peer) error {
 		if d := p.Namespaces.Differ(hostNamespaces, hostKinds...); len(d) > 0 {

@@ -85,7 +85,7 @@ func TestCgroupUnits(t *testing.T) {
 		path, unit, slice, userUnit string
 	}{
 		{"/system.slice/sshd.service", "sshd.service", "system.slice", ""},
-		{"/system.slice/getty.slice/getty@tty1.service", "getty@tty1.service", "getty.slice", ""},
+		{"/system.slice/system-getty.slice/getty@tty1.service", "getty@tty1.service", "system-getty.slice", ""},
 		// A Delegate=yes service's own subtree does not change its unit.
 		{"/system.slice/ci.service/payload/sshd.service", "ci.service", "system.slice", ""},
 		{"/system.slice/docker-0123abcd.scope", "docker-0123abcd.scope", "system.slice", ""},
