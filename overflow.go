@@ -102,15 +102,12 @@ func (p *Peer) UnmappedIDs() bool {
 // unmappedError is the reason a uid, gid, user or group rule fails on an
 // overflow id; it is an unknownError, so that Not fails too.
 func unmappedError(what string, id int) error {
-	return &unknownError{fmt.Errorf("peer %s %d is the overflow id: the peer's id has no mapping in this process's user namespace, so it is unknown (not %s); name %d explicitly to allow it",
-		what, id, nobodyOf(what), id)}
-}
-
-func nobodyOf(what string) string {
-	if what == "uid" {
-		return "the user nobody"
+	nobody, allow := "the user nobody", fmt.Sprintf("uid(%d)", id)
+	if what != "uid" {
+		nobody, allow = "the group nogroup", fmt.Sprintf("gid(%d) or ingroup(%d)", id, id)
 	}
-	return "the group nogroup"
+	return &unknownError{fmt.Errorf("peer %s %d is the overflow id: the peer's id has no mapping in this process's user namespace, so it is unknown (not %s); a policy allows it only explicitly, with %s",
+		what, id, nobody, allow)}
 }
 
 // unmappedGID returns the first of the peer's gids that may be the
