@@ -38,12 +38,14 @@ var (
 type attrs uint8
 
 const (
-	attrCred    attrs = 1 << iota // PID, UID, GID (SO_PEERCRED)
-	attrGroups                    // supplementary groups (SO_PEERGROUPS)
-	attrLabel                     // LSM label (SO_PEERSEC)
-	attrProgram                   // executable, through a pidfd and /proc
+	attrCred       attrs = 1 << iota // PID, UID, GID (SO_PEERCRED)
+	attrGroups                       // supplementary groups (SO_PEERGROUPS)
+	attrLabel                        // LSM label (SO_PEERSEC)
+	attrProgram                      // executable, through a pidfd and /proc
+	attrCgroup                       // cgroup and systemd unit, through a pidfd and /proc
+	attrNamespaces                   // namespace ids, through a pidfd and /proc
 
-	attrAll = attrCred | attrGroups | attrLabel | attrProgram
+	attrAll = attrCred | attrGroups | attrLabel | attrProgram | attrCgroup | attrNamespaces
 )
 
 // fileID identifies a file by device and inode number.
@@ -72,7 +74,8 @@ type Peer struct {
 	// The kernel captured it at that moment; a later setuid by the peer
 	// does not change it. It is translated into the listener's user
 	// namespace: an id with no mapping there reads as the overflow id
-	// (65534 on most systems).
+	// (65534 on most systems), which no uid or user rule matches unless
+	// it names that id explicitly (see UnmappedIDs).
 	UID int
 
 	// GID is the peer's effective primary group id, captured and
@@ -99,20 +102,54 @@ type Peer struct {
 	// sockets is active.
 	Label string
 
-	known attrs  // attributes that were read (successfully or not)
-	errs  errSet // why an attribute could not be read
-	exe   fileID // the file behind Program
+	// Cgroup is the path of the peer's cgroup, read from /proc/<pid>/cgroup
+	// through a pidfd when a rule needed it (or when Peer was first
+	// called): the cgroup v2 path, or on a legacy or hybrid layout where
+	// the process sits at the root of the v2 hierarchy, its path in the
+	// name=systemd hierarchy. It is relative to the root of the listener's
+	// cgroup namespace. See docs/containers.md.
+	Cgroup string
+
+	// Unit is the systemd unit Cgroup belongs to, as systemd derives it:
+	// the first path component after the slices, e.g. "sshd.service",
+	// "session-4.scope", "docker-<id>.scope", or "user@1000.service" for
+	// every process of user 1000's service manager. It is empty when the
+	// cgroup is in no unit.
+	Unit string
+
+	// Slice is the innermost slice that holds Unit, e.g. "system.slice"
+	// or "user-1000.slice"; empty when there is none.
+	Slice string
+
+	// UserUnit is the unit of the user's service manager that holds the
+	// peer, when Unit is a user@<uid>.service, e.g. "dbus.service". The
+	// user owns that subtree and can create any name in it: UserUnit
+	// proves nothing that the uid does not.
+	UserUnit string
+
+	// Namespaces holds the ids of the peer's namespaces, read from
+	// /proc/<pid>/ns through a pidfd when a rule needed them (or when
+	// Peer was first called). SharesNamespaces compares them with the
+	// listener's own.
+	Namespaces Namespaces
+
+	known attrs       // attributes that were read (successfully or not)
+	errs  errSet      // why an attribute could not be read
+	exe   fileID      // the file behind Program
+	ovf   overflowIDs // the overflow ids of the listener's user namespace
 }
 
 // errSet holds the error met while reading each attribute.
 type errSet struct {
 	cred, groups, label, program error
+	cgroup, namespaces           error
 }
 
 // Err reports why parts of the identity could not be read: nil when every
 // attribute that was asked for was read.
 func (p *Peer) Err() error {
-	return errors.Join(p.errs.cred, p.errs.groups, p.errs.label, p.errs.program)
+	return errors.Join(p.errs.cred, p.errs.groups, p.errs.label, p.errs.program,
+		p.errs.cgroup, p.errs.namespaces)
 }
 
 // String formats the peer for logs, e.g.
@@ -136,6 +173,10 @@ func (p *Peer) String() string {
 	if p.Label != "" {
 		b.WriteString(" label=")
 		b.WriteString(strconv.Quote(p.Label))
+	}
+	if p.Cgroup != "" {
+		b.WriteString(" cgroup=")
+		b.WriteString(p.Cgroup)
 	}
 	return b.String()
 }
@@ -209,6 +250,10 @@ func (p *Peer) need(a attrs) error {
 		return p.errs.label
 	case a&attrProgram != 0 && p.errs.program != nil:
 		return p.errs.program
+	case a&attrCgroup != 0 && p.errs.cgroup != nil:
+		return p.errs.cgroup
+	case a&attrNamespaces != 0 && p.errs.namespaces != nil:
+		return p.errs.namespaces
 	}
 	if missing := a &^ p.known; missing != 0 {
 		return fmt.Errorf("peer identity was not read (%s)", missing)
@@ -221,7 +266,8 @@ func (a attrs) String() string {
 	for _, n := range []struct {
 		a    attrs
 		name string
-	}{{attrCred, "credentials"}, {attrGroups, "groups"}, {attrLabel, "label"}, {attrProgram, "program"}} {
+	}{{attrCred, "credentials"}, {attrGroups, "groups"}, {attrLabel, "label"}, {attrProgram, "program"},
+		{attrCgroup, "cgroup"}, {attrNamespaces, "namespaces"}} {
 		if a&n.a != 0 {
 			parts = append(parts, n.name)
 		}

@@ -36,6 +36,7 @@ func readFD(fd int, want attrs, p *Peer, opts readOptions) {
 			p.errs.cred = ErrNoCredentials
 		default:
 			p.PID, p.UID, p.GID = int(uc.Pid), int(uc.Uid), int(uc.Gid)
+			p.ovf = ownOverflowIDs()
 		}
 	}
 	if p.errs.cred != nil {
@@ -50,9 +51,58 @@ func readFD(fd int, want attrs, p *Peer, opts readOptions) {
 		p.known |= attrLabel
 		p.Label, p.errs.label = peerLabel(fd)
 	}
+	if want&procAttrs != 0 {
+		readProcess(fd, want&procAttrs, p, opts)
+	}
+}
+
+// procAttrs are the attributes read from /proc/<pid>, through one pidfd.
+const procAttrs = attrProgram | attrCgroup | attrNamespaces
+
+// readProcess reads the attributes in want (a subset of procAttrs) from
+// /proc/<pid> of the peer, under a single pidfd: if the process that
+// connected cannot be confirmed to have been alive throughout, every
+// attribute gets that error.
+func readProcess(fd int, want attrs, p *Peer, opts readOptions) {
+	p.known |= want
+	var (
+		exe                  string
+		exeID                fileID
+		cg                   cgroupInfo
+		ns                   Namespaces
+		exeErr, cgErr, nsErr error
+	)
+	err := pinned(fd, p.PID, opts, func(pid int) {
+		if want&attrProgram != 0 {
+			exe, exeID, exeErr = readExe(pid)
+		}
+		if want&attrCgroup != 0 {
+			cg, cgErr = readCgroup(pid)
+		}
+		if want&attrNamespaces != 0 {
+			ns, nsErr = readNamespaces(pid)
+		}
+	})
+	if err != nil {
+		exeErr, cgErr, nsErr = err, err, err
+	}
 	if want&attrProgram != 0 {
-		p.known |= attrProgram
-		p.Program, p.exe, p.errs.program = peerProgram(fd, p.PID, opts)
+		p.errs.program = exeErr
+		if exeErr == nil {
+			p.Program, p.exe = exe, exeID
+		}
+	}
+	if want&attrCgroup != 0 {
+		p.errs.cgroup = cgErr
+		if cgErr == nil {
+			p.Cgroup, p.Unit, p.Slice, p.UserUnit = cg.path, cg.unit, cg.slice, cg.userUnit
+		}
+	}
+	if want&attrNamespaces != 0 {
+		p.errs.namespaces = nsErr
+		if nsErr == nil {
+			p.Namespaces = ns
+		}
 	}
 }
 
@@ -96,14 +146,15 @@ func peerLabel(fd int) (string, error) {
 	return s, nil
 }
 
-// peerProgram reads the executable of the process that connected, race
-// free: the pidfd from SO_PEERPIDFD pins the process the kernel recorded
-// at connect(); /proc/<pid>/exe is read; then the pidfd must show the
-// process still running, which proves that the pid was not reused while
-// /proc was read.
-func peerProgram(fd, pid int, opts readOptions) (string, fileID, error) {
+// pinned calls read with the pid of the process that connected and
+// returns nil only if that process was alive throughout, race free: the
+// pidfd from SO_PEERPIDFD pins the process the kernel recorded at
+// connect(); read reads /proc/<pid>; then the pidfd must show the process
+// still running, which proves that the pid was not reused meanwhile. One
+// pidfd serves every attribute read.
+func pinned(fd, pid int, opts readOptions, read func(pid int)) error {
 	if pid <= 0 {
-		return "", fileID{}, ErrPIDNotVisible
+		return ErrPIDNotVisible
 	}
 	pidfd := -1
 	if !opts.noPeerPidfd {
@@ -114,71 +165,69 @@ func peerProgram(fd, pid int, opts readOptions) (string, fileID, error) {
 		case errors.Is(err, unix.ENOPROTOOPT):
 			pidfd = -1 // Linux before 6.5
 		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ESRCH):
-			return "", fileID{}, fmt.Errorf("%w (getsockopt SO_PEERPIDFD: %v)", ErrPeerExited, err)
+			return fmt.Errorf("%w (getsockopt SO_PEERPIDFD: %v)", ErrPeerExited, err)
 		default:
-			return "", fileID{}, os.NewSyscallError("getsockopt SO_PEERPIDFD", err)
+			return os.NewSyscallError("getsockopt SO_PEERPIDFD", err)
 		}
 	}
 	if pidfd < 0 {
-		return programByStartTime(pid)
+		return pinnedByStartTime(pid, read)
 	}
 	defer unix.Close(pidfd)
-	path, id, rerr := readExe(pid)
+	read(pid)
 	alive, err := pidfdAlive(pidfd)
 	switch {
 	case err != nil:
-		return "", fileID{}, err
+		return err
 	case !alive:
-		return "", fileID{}, ErrPeerExited
-	case rerr != nil:
-		return "", fileID{}, rerr
+		return ErrPeerExited
 	}
-	return path, id, nil
+	return nil
 }
 
-// programByStartTime is the fallback for kernels without SO_PEERPIDFD.
+// pinnedByStartTime is the fallback for kernels without SO_PEERPIDFD.
 // It pins the pid with pidfd_open (Linux 5.3) and checks that the process
 // behind the pid started no later than now and did not change while
 // /proc was read. It narrows the pid-reuse race to a pid reused between
 // the peer's exit and this call, within one clock tick; it does not close
 // it as SO_PEERPIDFD does.
-func programByStartTime(pid int) (string, fileID, error) {
+func pinnedByStartTime(pid int, read func(pid int)) error {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return "", fileID{}, os.NewSyscallError("clock_gettime", err)
+		return os.NewSyscallError("clock_gettime", err)
 	}
 	now := uint64(ts.Nano()) / 1e7 // USER_HZ: /proc reports 100 ticks a second
 	start, err := procStartTime(pid)
 	if err != nil {
-		return "", fileID{}, err
+		return err
 	}
 	if start > now {
-		return "", fileID{}, fmt.Errorf("%w (its pid %d now belongs to a process started later)", ErrPeerExited, pid)
+		return fmt.Errorf("%w (its pid %d now belongs to a process started later)", ErrPeerExited, pid)
 	}
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	switch {
 	case err == nil:
 		defer unix.Close(pidfd)
 	case errors.Is(err, unix.ESRCH):
-		return "", fileID{}, ErrPeerExited
+		return ErrPeerExited
 	default:
 		pidfd = -1 // before Linux 5.3: rely on the start time alone
 	}
-	path, id, rerr := readExe(pid)
+	read(pid)
 	again, err := procStartTime(pid)
 	if err != nil || again != start {
-		return "", fileID{}, ErrPeerExited
+		return ErrPeerExited
 	}
 	if pidfd >= 0 {
 		alive, err := pidfdAlive(pidfd)
 		if err != nil {
-			return "", fileID{}, err
+			return err
 		}
 		if !alive {
-			return "", fileID{}, ErrPeerExited
+			return ErrPeerExited
 		}
 	}
-	return path, id, rerr
+	return nil
 }
 
 // readExe reads the path and the file identity of /proc/<pid>/exe.

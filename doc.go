@@ -51,12 +51,41 @@
 //     Reading /proc/<pid>/exe of another user's process needs root (with
 //     CAP_SYS_PTRACE); without it Program rules fail closed.
 //   - Label proves the LSM label of the peer as of connect().
+//   - Cgroup and Unit prove the peer's cgroup, and the systemd unit that
+//     systemd itself would report for it, when the listener accepted the
+//     connection. They are read from /proc/<pid>/cgroup through the same
+//     pidfd as Program. Root can move any process into any cgroup, and
+//     the owner of a delegated subtree can create any name below it:
+//     Unit names the first unit below the slices, so a user's units all
+//     count as user@<uid>.service.
+//   - SameNamespaces proves that the peer shares the listener's
+//     namespaces of the kinds given; OnHost that it runs in the host's
+//     initial user, pid, cgroup, ipc and uts namespaces, not in a
+//     container. Both read /proc/<pid>/ns through the pidfd.
 //
 // Every rule fails closed: a peer whose identity cannot be read (it has
 // exited, its pid is in another pid namespace, /proc cannot be read, its
 // executable was deleted) fails every rule that needs the missing part,
 // and Not of such a rule fails too. A listener reads only what its rules
 // need: UID rules cost one getsockopt and never touch /proc.
+//
+// # Containers and unmapped ids
+//
+// A peer in another pid namespace that is not a child of the listener's
+// (the listener runs in a container, the peer on the host or in another
+// container) has pid 0: uid and gid rules still decide, and every rule
+// that needs the process (Program, Cgroup, Unit, SameNamespaces, OnHost)
+// fails with ErrPIDNotVisible.
+//
+// A peer whose uid or gid has no mapping in the listener's user namespace
+// appears as the overflow id (/proc/sys/kernel/overflowuid, 65534). That
+// id is unknown, not the user nobody: UID, GID, InGroup, User, Group and
+// SameUser fail on it, and Not of them fails too. A policy that accepts
+// such peers says so with the number: UID(65534), GID(65534) or
+// InGroup(65534); a name, even User("nobody"), never matches it. In the
+// initial user namespace every id is mapped, so there 65534 is nobody.
+// Peer.UnmappedIDs tells the application. docs/containers.md describes
+// what the kernel reports for Docker, Podman, Kubernetes and systemd.
 //
 // # Socket files
 //

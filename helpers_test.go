@@ -73,6 +73,8 @@ func runClient(sock, mode string) int {
 type serverReport struct {
 	PID, UID, GID int
 	Program       string
+	Cgroup        string
+	Unmapped      bool // Peer.UnmappedIDs
 	Err           string
 	Verdicts      map[string]string // rule spec -> "pass" or the reason
 }
@@ -97,6 +99,7 @@ func runServer(sock, rules string) int {
 	defer c.Close()
 	p := c.Peer()
 	rep := serverReport{PID: p.PID, UID: p.UID, GID: p.GID, Program: p.Program, Verdicts: map[string]string{}}
+	rep.Cgroup, rep.Unmapped = p.Cgroup, p.UnmappedIDs()
 	if err := p.Err(); err != nil {
 		rep.Err = err.Error()
 	}
@@ -113,8 +116,11 @@ func runServer(sock, rules string) int {
 		case "program":
 			r = Program(v)
 		default:
-			fmt.Println("unknown rule", k)
-			return 2
+			var ok bool
+			if r, ok = containerRule(k, v); !ok {
+				fmt.Println("unknown rule", k)
+				return 2
+			}
 		}
 		rep.Verdicts[spec] = "pass"
 		if err := r.Check(&p); err != nil {
@@ -308,6 +314,16 @@ func listen(t *testing.T, rules ...Rule) *harness {
 		ln.Close()
 		h.loopOnce.Do(func() { close(h.loopDone) })
 		<-h.loopDone
+		// Close what the test did not take, so that no connection is left
+		// for a finalizer to close during a later test's fd count.
+		for {
+			select {
+			case c := <-h.accepted:
+				c.Close()
+			default:
+				return
+			}
+		}
 	})
 	return h
 }

@@ -94,7 +94,9 @@ func Anyone() Rule {
 	return leaf("anyone", "anyone()", attrCred, func(*Peer) error { return nil })
 }
 
-// UID passes a peer whose effective user id is one of ids.
+// UID passes a peer whose effective user id is one of ids. A uid that has
+// no mapping in the listener's user namespace (see Peer.UnmappedIDs)
+// passes only when ids names the overflow id itself.
 func UID(ids ...int) Rule {
 	if len(ids) == 0 {
 		return invalid("uid", errors.New("no user ids given"))
@@ -104,12 +106,16 @@ func UID(ids ...int) Rule {
 		if slices.Contains(ids, p.UID) {
 			return nil
 		}
+		if p.ovf.isUID(p.UID) {
+			return unmappedError("uid", p.UID)
+		}
 		return fmt.Errorf("peer uid %d is not %s", p.UID, orList(intStrings(ids)))
 	})
 }
 
 // GID passes a peer whose effective primary group id is one of ids.
-// Supplementary groups do not count; see InGroup.
+// Supplementary groups do not count; see InGroup. An unmapped gid passes
+// only when ids names the overflow id itself, as for UID.
 func GID(ids ...int) Rule {
 	if len(ids) == 0 {
 		return invalid("gid", errors.New("no group ids given"))
@@ -119,12 +125,16 @@ func GID(ids ...int) Rule {
 		if slices.Contains(ids, p.GID) {
 			return nil
 		}
+		if p.ovf.isGID(p.GID) {
+			return unmappedError("gid", p.GID)
+		}
 		return fmt.Errorf("peer primary gid %d is not %s", p.GID, orList(intStrings(ids)))
 	})
 }
 
 // InGroup passes a peer that holds one of gids as its primary or as a
-// supplementary group.
+// supplementary group. An unmapped gid passes only when gids names the
+// overflow id itself, as for UID.
 func InGroup(gids ...int) Rule {
 	if len(gids) == 0 {
 		return invalid("ingroup", errors.New("no group ids given"))
@@ -136,6 +146,9 @@ func InGroup(gids ...int) Rule {
 				return nil
 			}
 		}
+		if g, ok := p.unmappedGID(); ok {
+			return unmappedError("gid", g)
+		}
 		return fmt.Errorf("peer (gid %d, supplementary groups %v) is in none of the groups %s",
 			p.GID, p.Groups, orList(intStrings(gids)))
 	})
@@ -145,26 +158,39 @@ func InGroup(gids ...int) Rule {
 // users. Names are resolved when a peer is checked, through a cache with a
 // bounded lifetime (see the package documentation), so that changes to the
 // user database are seen without a lookup per connection. A name that does
-// not exist matches no one.
+// not exist matches no one. A name never matches a uid that has no mapping
+// in the listener's user namespace, even when it is the name of the
+// overflow id (User("nobody")): see Peer.UnmappedIDs.
 func User(names ...string) Rule {
 	if len(names) == 0 {
 		return invalid("user", errors.New("no user names given"))
 	}
 	names = slices.Clone(names)
 	return leaf("user", "user("+strings.Join(names, ", ")+")", attrCred, func(p *Peer) error {
+		if p.ovf.isUID(p.UID) {
+			return unmappedError("uid", p.UID)
+		}
 		return matchNames(names, "user", p.UID, lookupCache.uid, func(id int) bool { return id == p.UID })
 	})
 }
 
 // Group passes a peer that holds one of the named groups as its primary or
-// as a supplementary group. Names are resolved as for User.
+// as a supplementary group. Names are resolved as for User, and as for
+// User never match a gid that has no mapping in the listener's user
+// namespace.
 func Group(names ...string) Rule {
 	if len(names) == 0 {
 		return invalid("group", errors.New("no group names given"))
 	}
 	names = slices.Clone(names)
 	return leaf("group", "group("+strings.Join(names, ", ")+")", attrCred|attrGroups, func(p *Peer) error {
-		return matchNames(names, "group", p.GID, lookupCache.gid, p.hasGroup)
+		err := matchNames(names, "group", p.GID, lookupCache.gid, func(id int) bool {
+			return !p.ovf.isGID(id) && p.hasGroup(id)
+		})
+		if g, ok := p.unmappedGID(); ok && err != nil && !isUnknown(err) {
+			return unmappedError("gid", g)
+		}
+		return err
 	})
 }
 
@@ -237,6 +263,9 @@ func Program(paths ...string) Rule {
 func SameUser() Rule {
 	uid := os.Geteuid()
 	return leaf("sameuser", fmt.Sprintf("sameuser(uid %d)", uid), attrCred, func(p *Peer) error {
+		if p.ovf.isUID(p.UID) {
+			return unmappedError("uid", p.UID)
+		}
 		if p.UID == uid {
 			return nil
 		}
