@@ -196,8 +196,11 @@ func BenchmarkIdentity(b *testing.B) {
 	})
 	b.Run("program-recipe", func(b *testing.B) {
 		for b.Loop() {
-			if _, _, err := peerProgram(fd, pid, readOptions{}); err != nil {
-				b.Fatal(err)
+			var p Peer
+			p.PID = pid
+			readProcess(fd, attrProgram, &p, readOptions{})
+			if p.errs.program != nil {
+				b.Fatal(p.errs.program)
 			}
 		}
 	})

@@ -226,7 +226,8 @@ func (p *Peer) fail(want attrs, err error) {
 	for _, e := range []struct {
 		a   attrs
 		err *error
-	}{{attrCred, &p.errs.cred}, {attrGroups, &p.errs.groups}, {attrLabel, &p.errs.label}, {attrProgram, &p.errs.program}} {
+	}{{attrCred, &p.errs.cred}, {attrGroups, &p.errs.groups}, {attrLabel, &p.errs.label}, {attrProgram, &p.errs.program},
+		{attrCgroup, &p.errs.cgroup}, {attrNamespaces, &p.errs.namespaces}} {
 		if want&e.a != 0 && p.known&e.a == 0 {
 			*e.err = err
 		}
