@@ -58,6 +58,14 @@ func (v *verifier) verify(c net.Conn) (*SecureConn, *RejectError) {
 	sc := &SecureConn{UnixConn: uc, id: identity{conn: uc, opts: v.opts}}
 	p := &sc.id.peer
 	readPeer(uc, v.need, p, v.opts)
+	if rej := v.check(p); rej != nil {
+		return nil, rej
+	}
+	return sc, nil
+}
+
+// check applies every rule to p, which holds what the rules need.
+func (v *verifier) check(p *Peer) *RejectError {
 	var failed []RuleError
 	if p.errs.cred != nil {
 		failed = append(failed, RuleError{Rule: "credentials", Err: p.errs.cred})
@@ -69,7 +77,7 @@ func (v *verifier) verify(c net.Conn) (*SecureConn, *RejectError) {
 		}
 	}
 	if failed != nil {
-		return nil, &RejectError{Peer: *p, Failures: failed}
+		return &RejectError{Peer: *p, Failures: failed}
 	}
-	return sc, nil
+	return nil
 }

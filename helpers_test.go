@@ -26,6 +26,10 @@ func TestMain(m *testing.M) {
 		os.Exit(runClient(os.Getenv("SECNET_TEST_SOCK"), os.Getenv("SECNET_TEST_MODE")))
 	case "server":
 		os.Exit(runServer(os.Getenv("SECNET_TEST_SOCK"), os.Getenv("SECNET_TEST_RULES")))
+	case "httpclient":
+		os.Exit(runHTTPClient(os.Getenv("SECNET_TEST_SOCK"), os.Getenv("SECNET_TEST_MODE")))
+	case "activated":
+		os.Exit(runActivated(os.Getenv("SECNET_TEST_RULES")))
 	}
 	code := m.Run()
 	if binDir != "" {
@@ -207,6 +211,20 @@ func startPeer(t *testing.T, bin, role string, attr *syscall.SysProcAttr, env ..
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), append([]string{"SECNET_TEST_ROLE=" + role}, env...)...)
 	cmd.SysProcAttr = attr
+	return startCmd(t, cmd)
+}
+
+// startCmd starts cmd as a peer: its stdin and stdout are pipes to the
+// test, and it is stopped when the test ends.
+func startCmd(t *testing.T, cmd *exec.Cmd) *peerProc {
+	t.Helper()
+	attr := cmd.SysProcAttr
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	// A race-enabled peer would sleep a second at exit; GORACE from the
+	// environment still wins.
+	cmd.Env = append(cmd.Env, "GORACE=atexit_sleep_ms=0 "+os.Getenv("GORACE"))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

@@ -1,0 +1,36 @@
+package secnet
+
+import "net"
+
+// Verify checks the peer of a connection that was accepted or dialed
+// without secnet, and returns it as a *SecureConn when the peer passes
+// every rule. c must be a *net.UnixConn or a *SecureConn; for a
+// *SecureConn, which was verified already, the rules are applied to its
+// identity (reading what they need that was not read yet) and c itself is
+// returned. Anything else, including a wrapper such as a *tls.Conn, is
+// rejected: the returned connection must be the one the peer talks to.
+//
+// Verify never closes c. When it fails (with a *RejectError, or the error
+// of invalid rules), the caller closes c.
+//
+// Verify lets code that receives raw connections from elsewhere, such as a
+// gRPC transport handshake or a connection passed by another process,
+// apply rules to them.
+func Verify(c net.Conn, rules ...Rule) (*SecureConn, error) {
+	v := newVerifier(rules)
+	if v.err != nil {
+		return nil, v.err
+	}
+	if sc, ok := c.(*SecureConn); ok {
+		p := sc.id.load(v.need)
+		if rej := v.check(&p); rej != nil {
+			return nil, rej
+		}
+		return sc, nil
+	}
+	sc, rej := v.verify(c)
+	if rej != nil {
+		return nil, rej
+	}
+	return sc, nil
+}
