@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"sync"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // BenchmarkConnCycle measures whole connection cycles: N clients at once
@@ -109,124 +107,6 @@ func benchCycle(b *testing.B, clients int, rules []Rule) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "conns/s")
 	ln.Close()
 	<-done
-}
-
-// BenchmarkIdentity measures each piece of the identity alone, on one
-// connected socket, so that it is clear where the time goes.
-func BenchmarkIdentity(b *testing.B) {
-	path := filepath.Join(benchDir(b), "s")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("unix", path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer client.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sc.Close()
-	uc := sc.(*net.UnixConn)
-	rc, _ := uc.SyscallConn()
-	var fd int
-	rc.Control(func(f uintptr) { fd = int(f) })
-	pid := os.Getpid()
-	exe := "/proc/" + strconv.Itoa(pid) + "/exe"
-
-	b.Run("SO_PEERCRED", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("SO_PEERGROUPS", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := peerGroups(fd); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("SO_PEERSEC", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := peerLabel(fd); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("SO_PEERPIDFD+close", func(b *testing.B) {
-		for b.Loop() {
-			pfd, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEERPIDFD)
-			if err != nil {
-				b.Skip("no SO_PEERPIDFD:", err)
-			}
-			unix.Close(pfd)
-		}
-	})
-	b.Run("readlink-exe", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := os.Readlink(exe); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("stat-exe", func(b *testing.B) {
-		var st unix.Stat_t
-		for b.Loop() {
-			if err := unix.Stat(exe, &st); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("liveness-poll", func(b *testing.B) {
-		pfd, err := unix.PidfdOpen(pid, 0)
-		if err != nil {
-			b.Skip("no pidfd_open:", err)
-		}
-		defer unix.Close(pfd)
-		for b.Loop() {
-			if alive, err := pidfdAlive(pfd); err != nil || !alive {
-				b.Fatal(alive, err)
-			}
-		}
-	})
-	b.Run("program-recipe", func(b *testing.B) {
-		for b.Loop() {
-			var p Peer
-			p.PID = pid
-			readProcess(fd, attrProgram, &p, readOptions{})
-			if p.errs.program != nil {
-				b.Fatal(p.errs.program)
-			}
-		}
-	})
-	b.Run("username-cached", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := lookupCache.uid("root"); err != nil {
-				b.Skip(err)
-			}
-		}
-	})
-	b.Run("username-uncached", func(b *testing.B) {
-		for b.Loop() {
-			c := newNameCache(nameTTL)
-			if _, err := c.uid("root"); err != nil {
-				b.Skip(err)
-			}
-		}
-	})
-	b.Run("verify-uid", func(b *testing.B) {
-		v := newVerifier([]Rule{UID(os.Geteuid())})
-		for b.Loop() {
-			if _, rej := v.verify(uc); rej != nil {
-				b.Fatal(rej)
-			}
-		}
-	})
 }
 
 // BenchmarkOpenConns holds 10,000 connections open and reports the heap

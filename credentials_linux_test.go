@@ -119,7 +119,7 @@ func TestCredentialRules(t *testing.T) {
 	bin := peerBinary(t)
 	h := listen(t, Anyone())
 	cred := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1, Gid: 1, Groups: []uint32{4, 5}}}
-	startClient(t, bin, h.path, "talk", cred)
+	startClient(t, bin, h.path, "hold", cred)
 	p := h.mustAccept(t).Peer()
 	if p.UID != 1 || p.GID != 1 || !sameInts(p.Groups, []int{4, 5}) {
 		t.Fatalf("peer = %v, want uid 1 gid 1 groups [4 5]", &p)
@@ -211,7 +211,7 @@ func TestUserNamespacePeer(t *testing.T) {
 		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 1}},
 		Credential:  &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true},
 	}
-	startClient(t, bin, h.path, "talk", attr)
+	startClient(t, bin, h.path, "hold", attr)
 	p := h.mustAccept(t).Peer()
 	if p.UID != 100000 || p.GID != 100000 {
 		t.Fatalf("peer = %v, want the translated ids 100000", &p)
