@@ -127,4 +127,3 @@ func BenchmarkIdentity(b *testing.B) {
 		}
 	})
 }
-

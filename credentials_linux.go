@@ -27,7 +27,7 @@ func readPeer(c *net.UnixConn, want attrs, p *Peer, opts readOptions) {
 func readFD(fd int, want attrs, p *Peer, opts readOptions) {
 	if want&attrCred != 0 {
 		p.known |= attrCred
-		uc, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+		uc, err := peerCred(fd)
 		switch {
 		case err != nil:
 			p.errs.cred = os.NewSyscallError("getsockopt SO_PEERCRED", err)
@@ -232,19 +232,24 @@ func pinnedByStartTime(pid int, read func(pid int)) error {
 
 // readExe reads the path and the file identity of /proc/<pid>/exe.
 func readExe(pid int) (string, fileID, error) {
-	link := "/proc/" + strconv.Itoa(pid) + "/exe"
-	path, err := os.Readlink(link)
+	link := procPath(pid, "exe")
+	var buf [unix.PathMax]byte
+	n, err := readlinkPath(&link, buf[:])
 	if err != nil {
-		return "", fileID{}, procError(link, err)
+		return "", fileID{}, procError(link.String(), err)
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(link, &st); err != nil {
-		return "", fileID{}, procError(link, err)
+	if n == len(buf) {
+		return "", fileID{}, fmt.Errorf("%w: %s: the path is longer than PATH_MAX", ErrProcUnavailable, link.String())
 	}
-	if st.Nlink == 0 || strings.HasSuffix(path, " (deleted)") {
+	var stx unix.Statx_t
+	if err := statxPath(&link, &stx); err != nil {
+		return "", fileID{}, procError(link.String(), err)
+	}
+	path := string(buf[:n])
+	if stx.Nlink == 0 || strings.HasSuffix(path, " (deleted)") {
 		return "", fileID{}, fmt.Errorf("%w: %s", ErrProgramDeleted, path)
 	}
-	return path, fileID{dev: st.Dev, ino: st.Ino}, nil
+	return path, statxFileID(&stx), nil
 }
 
 // procError explains why a file under /proc/<pid> could not be read.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -223,39 +222,6 @@ func matchNames(list []string, kind string, have int, resolve func(string) (int,
 		msg += fmt.Sprintf(" (no %s named %s exists)", kind, orList(unknown))
 	}
 	return errors.New(msg)
-}
-
-// Program passes a peer whose executable is one of the files at paths.
-// Each path must be absolute; it is resolved through symlinks when the
-// rule is built. The peer's executable is compared as a file (device and
-// inode), not as a string, with the file found at the resolved path when
-// the peer is checked: a copy of the program elsewhere does not match, a
-// program upgraded in place does. A peer whose executable was deleted or
-// replaced after it started, whose pid is not visible, that has exited,
-// or whose /proc entry cannot be read fails, with the reason.
-func Program(paths ...string) Rule {
-	if len(paths) == 0 {
-		return invalid("program", errors.New("no paths given"))
-	}
-	resolved := make([]string, len(paths))
-	for i, p := range paths {
-		if !filepath.IsAbs(p) {
-			return invalid("program", fmt.Errorf("path %q is not absolute", p))
-		}
-		r, err := filepath.EvalSymlinks(p)
-		if err != nil {
-			return invalid("program", err)
-		}
-		resolved[i] = r
-	}
-	return leaf("program", "program("+strings.Join(paths, ", ")+")", attrCred|attrProgram, func(p *Peer) error {
-		for _, path := range resolved {
-			if id, err := statFileID(path); err == nil && id == p.exe {
-				return nil
-			}
-		}
-		return fmt.Errorf("peer program %s is not %s", p.Program, orList(paths))
-	})
 }
 
 // SameUser passes a peer whose effective uid is the effective uid of this
