@@ -42,19 +42,20 @@ type env struct {
 
 type command struct {
 	name    string
+	args    string // synopsis of the arguments
 	summary string // one line for the command list; empty hides the command
 	run     func(e *env, args []string) int
 }
 
 func commands() []command {
 	return []command{
-		{"proxy", "--listen PATH --upstream PATH --policy FILE   put a policy in front of a Unix socket", runProxy},
-		{"inspect", "--listen PATH [--policy FILE] [--json]        print who connects, and the policy's verdict", runInspect},
-		{"whoami", "[--policy FILE] [--json] PATH                  print who serves a socket, and the verdict", runWhoami},
-		{"check", "--policy FILE [--pid PID] [--json]              validate a policy, or check a process with it", runCheck},
-		{"demo", "                                                run a verified listener and connect to it", runDemo},
-		{"version", "                                                print the version (also --version)", runVersion},
-		{demoClientCommand, "", runDemoClient},
+		{"proxy", "--listen PATH --upstream PATH --policy FILE", "put a policy in front of a Unix socket", runProxy},
+		{"inspect", "--listen PATH [--policy FILE] [--json]", "print who connects, and the policy's verdict", runInspect},
+		{"whoami", "[--policy FILE] [--json] PATH", "print who serves a socket, and the verdict", runWhoami},
+		{"check", "--policy FILE [--pid PID] [--json]", "validate a policy, or check a process with it", runCheck},
+		{"demo", "", "run a verified listener and connect to it", runDemo},
+		{"version", "", "print the version (also --version)", runVersion},
+		{demoClientCommand, "PATH", "", runDemoClient},
 	}
 }
 
@@ -91,7 +92,7 @@ Usage:
 `)
 	for _, c := range commands() {
 		if c.summary != "" {
-			fmt.Fprintf(w, "  secnet %-8s %s\n", c.name, c.summary)
+			fmt.Fprintf(w, "  secnet %-7s %-45s %s\n", c.name, c.args, c.summary)
 		}
 	}
 	fmt.Fprint(w, `

@@ -79,7 +79,7 @@ type proc struct {
 }
 
 // start runs secnet with args; the process is killed when the test ends.
-func start(t *testing.T, args ...string) *proc {
+func start(t testing.TB, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(secnetBin, args...), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
@@ -103,7 +103,7 @@ func start(t *testing.T, args ...string) *proc {
 }
 
 // wait waits for the process to exit and returns its exit status.
-func (p *proc) wait(t *testing.T) int {
+func (p *proc) wait(t testing.TB) int {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -131,7 +131,7 @@ func (p *proc) running() bool {
 }
 
 // runSecnet runs secnet to completion.
-func runSecnet(t *testing.T, args ...string) (stdout, stderr string, status int) {
+func runSecnet(t testing.TB, args ...string) (stdout, stderr string, status int) {
 	t.Helper()
 	p := start(t, args...)
 	status = p.wait(t)
@@ -160,7 +160,7 @@ func (p *proc) logs(msg string) []logRecord {
 
 // waitLog waits until the log has n records with message msg and returns
 // the nth.
-func (p *proc) waitLog(t *testing.T, msg string, n int) logRecord {
+func (p *proc) waitLog(t testing.TB, msg string, n int) logRecord {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -176,7 +176,7 @@ func (p *proc) waitLog(t *testing.T, msg string, n int) logRecord {
 
 // sockDir returns a short directory (sun_path holds 108 bytes) that every
 // user can enter, removed after the test.
-func sockDir(t *testing.T) string {
+func sockDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "sn")
 	if err != nil {
@@ -188,7 +188,7 @@ func sockDir(t *testing.T) string {
 }
 
 // writePolicy writes a policy file and returns its path.
-func writePolicy(t *testing.T, src string) string {
+func writePolicy(t testing.TB, src string) string {
 	t.Helper()
 	name := filepath.Join(t.TempDir(), "policy.toml")
 	if err := os.WriteFile(name, []byte(src), 0644); err != nil {
@@ -199,7 +199,7 @@ func writePolicy(t *testing.T, src string) string {
 
 // startProxy runs secnet proxy in front of upstream with a policy and
 // waits until it listens. It returns the proxy and its socket.
-func startProxy(t *testing.T, upstream, policy string, extra ...string) (*proc, string) {
+func startProxy(t testing.TB, upstream, policy string, extra ...string) (*proc, string) {
 	t.Helper()
 	listen := filepath.Join(sockDir(t), "p.sock")
 	args := append([]string{"proxy", "--listen", listen, "--upstream", upstream, "--policy", writePolicy(t, policy),
@@ -211,7 +211,7 @@ func startProxy(t *testing.T, upstream, policy string, extra ...string) (*proc, 
 
 // httpUpstream serves HTTP on a new Unix socket: /hello answers a
 // greeting, /echo echoes the request body.
-func httpUpstream(t *testing.T) string {
+func httpUpstream(t testing.TB) string {
 	t.Helper()
 	path := filepath.Join(sockDir(t), "up.sock")
 	ln, err := net.Listen("unix", path)
@@ -239,7 +239,7 @@ type echoServer struct {
 	wg    sync.WaitGroup
 }
 
-func echoUpstream(t *testing.T) (*echoServer, string) {
+func echoUpstream(t testing.TB) (*echoServer, string) {
 	t.Helper()
 	path := filepath.Join(sockDir(t), "echo.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -293,7 +293,7 @@ func (s *echoServer) close() {
 }
 
 // dial connects to sock.
-func dial(t *testing.T, sock string) *net.UnixConn {
+func dial(t testing.TB, sock string) *net.UnixConn {
 	t.Helper()
 	c, err := net.Dial("unix", sock)
 	if err != nil {
@@ -304,7 +304,7 @@ func dial(t *testing.T, sock string) *net.UnixConn {
 }
 
 // roundTrip writes msg and reads it back from an echo.
-func roundTrip(t *testing.T, c net.Conn, msg string) {
+func roundTrip(t testing.TB, c net.Conn, msg string) {
 	t.Helper()
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := io.WriteString(c, msg); err != nil {
@@ -318,7 +318,7 @@ func roundTrip(t *testing.T, c net.Conn, msg string) {
 
 // curl runs curl --unix-socket sock URL as cred (nil: as this process)
 // and returns its output and exit status.
-func curl(t *testing.T, sock, url string, cred *syscall.Credential, args ...string) (string, int) {
+func curl(t testing.TB, sock, url string, cred *syscall.Credential, args ...string) (string, int) {
 	t.Helper()
 	path, err := exec.LookPath("curl")
 	if err != nil {
@@ -341,7 +341,7 @@ func curl(t *testing.T, sock, url string, cred *syscall.Credential, args ...stri
 	return string(out), 0
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: runs a client as another user")

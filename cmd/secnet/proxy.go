@@ -215,7 +215,7 @@ func (p *proxy) handle(c *secnet.SecureConn) {
 	// When the grace period is over, close both sides.
 	stop := context.AfterFunc(p.kill, func() { c.Close(); upc.Close() })
 	defer stop()
-	toUp, toPeer, err := pipe(c.UnixConn, upc)
+	toUp, toPeer, err := pipe(c.UnixConn, upc, true)
 	p.log.Debug("closed", peer, "bytes_to_upstream", toUp, "bytes_to_peer", toPeer,
 		"duration", time.Since(start).String(), "err", errString(err))
 }
@@ -227,8 +227,8 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// bufSize is the size of the copy buffers: large, so that bulk transfers
-// take few system calls.
+// bufSize is the size of the copy buffers where splice cannot be used:
+// large, so that bulk transfers take few system calls.
 const bufSize = 64 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
@@ -237,15 +237,16 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 // end of stream on with CloseWrite (half-close), so that a peer that
 // shuts down its sending side still gets the reply. An error in one
 // direction closes both connections. It returns the bytes copied each way
-// and the first error.
-func pipe(a, b *net.UnixConn) (aToB, bToA int64, err error) {
+// and the first error. With useSplice false it copies through buffers
+// even where splice works (for tests).
+func pipe(a, b *net.UnixConn, useSplice bool) (aToB, bToA int64, err error) {
 	errs := make(chan error, 1)
 	go func() {
 		var err error
-		aToB, err = copyHalf(b, a)
+		aToB, err = copyHalf(b, a, useSplice)
 		errs <- err
 	}()
-	bToA, err = copyHalf(a, b)
+	bToA, err = copyHalf(a, b, useSplice)
 	if err2 := <-errs; err == nil {
 		err = err2
 	}
@@ -254,12 +255,18 @@ func pipe(a, b *net.UnixConn) (aToB, bToA int64, err error) {
 
 // copyHalf copies src to dst, then shuts down dst's sending side; on an
 // error it closes both.
-func copyHalf(dst, src *net.UnixConn) (int64, error) {
-	buf := bufPool.Get().(*[]byte)
-	// *net.UnixConn implements neither io.WriterTo nor io.ReaderFrom, so
-	// CopyBuffer uses buf.
-	n, err := io.CopyBuffer(dst, src, *buf)
-	bufPool.Put(buf)
+func copyHalf(dst, src *net.UnixConn, useSplice bool) (n int64, err error) {
+	handled := false
+	if useSplice {
+		n, handled, err = spliceStream(dst, src)
+	}
+	if !handled {
+		buf := bufPool.Get().(*[]byte)
+		// *net.UnixConn implements neither io.WriterTo nor io.ReaderFrom,
+		// so CopyBuffer uses buf.
+		n, err = io.CopyBuffer(dst, src, *buf)
+		bufPool.Put(buf)
+	}
 	if err == nil {
 		err = dst.CloseWrite()
 	}
