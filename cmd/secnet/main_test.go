@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 	}
 	os.Chmod(dir, 0755)
 	secnetBin = filepath.Join(dir, "secnet")
-	args := []string{"build", "-o", secnetBin}
+	args := []string{"build", "-buildvcs=false", "-o", secnetBin}
 	if raceEnabled {
 		args = append(args, "-race")
 	}

@@ -198,16 +198,23 @@ func (p *proxy) handle(c *secnet.SecureConn) {
 		<-p.slots
 		p.conns.Done()
 	}()
+	// The identity for the log; Peer reads what the rules did not need,
+	// so it is read only when a record is written.
 	var peer slog.Attr
+	logPeer := func() slog.Attr {
+		if peer.Key == "" {
+			id := c.Peer()
+			peer = peerAttr(&id)
+		}
+		return peer
+	}
 	if p.log.Enabled(context.Background(), slog.LevelInfo) {
-		id := c.Peer() // reads what the rules did not need, for the log
-		peer = peerAttr(&id)
-		p.log.Info("allowed", peer)
+		p.log.Info("allowed", logPeer())
 	}
 	start := time.Now()
 	up, err := p.dialer.DialContext(p.kill, "unix", p.upstream)
 	if err != nil {
-		p.log.Error("upstream unavailable: closing the connection", peer, "upstream", p.upstream, "err", err)
+		p.log.Error("upstream unavailable: closing the connection", logPeer(), "upstream", p.upstream, "err", err)
 		return
 	}
 	upc := up.(*net.UnixConn)
@@ -216,7 +223,10 @@ func (p *proxy) handle(c *secnet.SecureConn) {
 	stop := context.AfterFunc(p.kill, func() { c.Close(); upc.Close() })
 	defer stop()
 	toUp, toPeer, err := pipe(c.UnixConn, upc, true)
-	p.log.Debug("closed", peer, "bytes_to_upstream", toUp, "bytes_to_peer", toPeer,
+	if !p.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	p.log.Debug("closed", logPeer(), "bytes_to_upstream", toUp, "bytes_to_peer", toPeer,
 		"duration", time.Since(start).String(), "err", errString(err))
 }
 

@@ -61,9 +61,10 @@ func TestProxyCutsOffRejectedCurl(t *testing.T) {
 func TestProxyRejectsOtherUser(t *testing.T) {
 	requireRoot(t)
 	up := httpUpstream(t)
-	p, sock := startProxy(t, up, uidPolicy(0), "--mode", "0666")
-	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0666 {
-		t.Fatalf("socket file: %v, %v; want mode 0666", fi.Mode(), err)
+	p, sock := startProxy(t, up, uidPolicy(0), "--mode", "0666", "--owner", "daemon", "--group", "5")
+	var st syscall.Stat_t
+	if err := syscall.Stat(sock, &st); err != nil || st.Mode&0777 != 0666 || st.Uid != 1 || st.Gid != 5 {
+		t.Fatalf("socket file: mode %o uid %d gid %d, %v; want mode 0666, owner daemon (1), group 5", st.Mode&0777, st.Uid, st.Gid, err)
 	}
 	out, status := curl(t, sock, "http://x/hello", &syscall.Credential{Uid: 1, Gid: 1})
 	if status == 0 || strings.Contains(out, "hello") {
