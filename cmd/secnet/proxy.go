@@ -100,7 +100,6 @@ type proxy struct {
 	slots    chan struct{} // one element per connection being served (or about to be accepted)
 	conns    sync.WaitGroup
 	active   atomic.Int64 // connections being served
-	stopping atomic.Bool
 	// kill is cancelled when the connections still open must be closed.
 	kill       context.Context
 	killCancel context.CancelFunc
@@ -121,7 +120,6 @@ func (p *proxy) serve(ln *secnet.Listener, sigs <-chan os.Signal, grace time.Dur
 		p.log.Error("accept failed; shutting down", "err", err)
 		status = exitError
 	}
-	p.stopping.Store(true)
 	close(stop)
 	ln.Close() // unblocks Accept and removes the socket file
 
@@ -160,7 +158,7 @@ func (p *proxy) acceptLoop(ln *secnet.Listener, stop <-chan struct{}) error {
 		c, err := ln.AcceptSecure()
 		if err != nil {
 			<-p.slots
-			if p.stopping.Load() || errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			if !retryable(err) {
