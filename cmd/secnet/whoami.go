@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/secnet/secnet"
+)
+
+const whoamiUsage = `secnet whoami [--policy FILE] [--json] PATH
+
+Connects to the Unix socket PATH and prints the identity of the server: the
+process that created the listening socket, with the credentials it had
+when it called listen() (SO_PEERCRED on a client socket). With a policy it
+also prints the verdict, and exits with status 3 if the server fails it.`
+
+func runWhoami(e *env, args []string) int {
+	f := newFlags("whoami", whoamiUsage)
+	policyFile := f.String("policy", "", "policy `file` the server must pass")
+	asJSON := f.Bool("json", false, "print a JSON object")
+	timeout := f.Duration("timeout", 5*time.Second, "timeout for connecting")
+	pos, status, ok := f.parse(e, args, 1)
+	if !ok {
+		return status
+	}
+	if len(pos) != 1 {
+		return f.fail(e, "the socket PATH is required")
+	}
+	pol, err := loadPolicy(*policyFile)
+	if err != nil {
+		return failf(e, "whoami", "%v", err)
+	}
+	// Anyone: connect to any server and show who it is; the policy is
+	// applied below so that a failing server is described too.
+	d := secnet.Dialer{Rules: []secnet.Rule{secnet.Anyone()}, Timeout: *timeout}
+	c, err := d.DialSecure(context.Background(), "unix", pos[0])
+	if err != nil {
+		return failf(e, "whoami", "%v", err)
+	}
+	p := c.Peer()
+	c.Close()
+	r := newReport(&p, pol)
+	if err := r.write(e.stdout, *asJSON); err != nil {
+		return failf(e, "whoami", "%v", err)
+	}
+	if r.rejected() {
+		return exitRejected
+	}
+	return exitOK
+}
