@@ -39,7 +39,7 @@ func BenchmarkConnCycle(b *testing.B) {
 	}
 	for _, clients := range []int{1, 8, 64} {
 		for _, v := range variants {
-			b.Run(v.name+"/clients="+strconv.Itoa(clients), func(b *testing.B) {
+			b.Run("rules="+v.name+"/clients="+strconv.Itoa(clients), func(b *testing.B) {
 				benchCycle(b, clients, v.rules)
 			})
 		}

@@ -8,8 +8,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// spliceChunk is the most one splice moves: the default pipe capacity.
-const spliceChunk = 64 << 10
+// spliceChunk is the most one splice moves, and the capacity asked for the
+// pipe (the default is 64 KiB). 256 KiB moved 3.6 GB/s where 64 KiB moved
+// 3.0 and 1 MiB no more than 256 KiB, in BenchmarkProxy/stream on a 2-core
+// VM; larger pipes would only hold more kernel memory per connection.
+const spliceChunk = 256 << 10
 
 // spliceStream copies src to dst with splice(2) through a pipe, so the
 // data never enters this process: faster than read and write, and an idle
@@ -22,6 +25,9 @@ func spliceStream(dst, src *net.UnixConn) (n int64, handled bool, err error) {
 	}
 	defer unix.Close(pipe[0])
 	defer unix.Close(pipe[1])
+	// Best effort: over the per-user pipe limit the kernel refuses, and the
+	// default capacity works, only more slowly.
+	unix.FcntlInt(uintptr(pipe[0]), unix.F_SETPIPE_SZ, spliceChunk)
 	rsrc, err := src.SyscallConn()
 	if err != nil {
 		return 0, false, nil
