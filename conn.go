@@ -8,10 +8,12 @@ import (
 // SecureConn is a Unix socket connection whose peer passed verification.
 // It embeds the *net.UnixConn, so every method of that type works
 // unchanged (ReadMsgUnix and WriteMsgUnix for passing file descriptors,
-// CloseRead, CloseWrite, SyscallConn, File, deadlines), and adds Peer.
+// CloseRead, CloseWrite, SyscallConn, File, deadlines), and adds Peer
+// (and Recheck, with KeepPidfd).
 type SecureConn struct {
 	*net.UnixConn
-	id identity
+	id   identity
+	held *heldPeer // the peer's pidfd, with KeepPidfd
 }
 
 // Peer returns the identity of the process at the other end. Attributes
@@ -27,6 +29,7 @@ type verifier struct {
 	rules []Rule
 	need  attrs
 	opts  readOptions
+	keep  bool  // keep each peer's pidfd for Recheck
 	err   error // the rules are invalid: nothing is accepted
 }
 
@@ -60,6 +63,9 @@ func (v *verifier) verify(c net.Conn) (*SecureConn, *RejectError) {
 	readPeer(uc, v.need, p, v.opts)
 	if rej := v.check(p); rej != nil {
 		return nil, rej
+	}
+	if v.keep {
+		sc.held = holdPeer(uc, p, v.opts)
 	}
 	return sc, nil
 }

@@ -44,7 +44,10 @@ const (
 	attrProgram                      // executable, through a pidfd and /proc
 	attrCgroup                       // cgroup and systemd unit, through a pidfd and /proc
 	attrNamespaces                   // namespace ids, through a pidfd and /proc
+	attrDigest                       // SHA-256 of the executable, through a pidfd and /proc
 
+	// attrAll is what (*SecureConn).Peer reads: everything but the digest,
+	// which costs a hash of the executable when it is not cached.
 	attrAll = attrCred | attrGroups | attrLabel | attrProgram | attrCgroup | attrNamespaces
 )
 
@@ -133,6 +136,12 @@ type Peer struct {
 	// listener's own.
 	Namespaces Namespaces
 
+	// ProgramSHA256 is the SHA-256 digest of the peer's executable file,
+	// in lowercase hex, read through the pidfd with Program when a
+	// ProgramDigest rule needed it or (*SecureConn).ProgramSHA256 was
+	// called; Peer alone does not compute it. See ProgramDigest.
+	ProgramSHA256 string
+
 	known attrs       // attributes that were read (successfully or not)
 	errs  errSet      // why an attribute could not be read
 	exe   fileID      // the file behind Program
@@ -142,14 +151,14 @@ type Peer struct {
 // errSet holds the error met while reading each attribute.
 type errSet struct {
 	cred, groups, label, program error
-	cgroup, namespaces           error
+	cgroup, namespaces, digest   error
 }
 
 // Err reports why parts of the identity could not be read: nil when every
 // attribute that was asked for was read.
 func (p *Peer) Err() error {
 	return errors.Join(p.errs.cred, p.errs.groups, p.errs.label, p.errs.program,
-		p.errs.cgroup, p.errs.namespaces)
+		p.errs.cgroup, p.errs.namespaces, p.errs.digest)
 }
 
 // String formats the peer for logs, e.g.
@@ -227,7 +236,7 @@ func (p *Peer) fail(want attrs, err error) {
 		a   attrs
 		err *error
 	}{{attrCred, &p.errs.cred}, {attrGroups, &p.errs.groups}, {attrLabel, &p.errs.label}, {attrProgram, &p.errs.program},
-		{attrCgroup, &p.errs.cgroup}, {attrNamespaces, &p.errs.namespaces}} {
+		{attrCgroup, &p.errs.cgroup}, {attrNamespaces, &p.errs.namespaces}, {attrDigest, &p.errs.digest}} {
 		if want&e.a != 0 && p.known&e.a == 0 {
 			*e.err = err
 		}
@@ -255,6 +264,8 @@ func (p *Peer) need(a attrs) error {
 		return p.errs.cgroup
 	case a&attrNamespaces != 0 && p.errs.namespaces != nil:
 		return p.errs.namespaces
+	case a&attrDigest != 0 && p.errs.digest != nil:
+		return p.errs.digest
 	}
 	if missing := a &^ p.known; missing != 0 {
 		return fmt.Errorf("peer identity was not read (%s)", missing)
@@ -268,7 +279,7 @@ func (a attrs) String() string {
 		a    attrs
 		name string
 	}{{attrCred, "credentials"}, {attrGroups, "groups"}, {attrLabel, "label"}, {attrProgram, "program"},
-		{attrCgroup, "cgroup"}, {attrNamespaces, "namespaces"}} {
+		{attrCgroup, "cgroup"}, {attrNamespaces, "namespaces"}, {attrDigest, "program digest"}} {
 		if a&n.a != 0 {
 			parts = append(parts, n.name)
 		}

@@ -57,7 +57,7 @@ func readFD(fd int, want attrs, p *Peer, opts readOptions) {
 }
 
 // procAttrs are the attributes read from /proc/<pid>, through one pidfd.
-const procAttrs = attrProgram | attrCgroup | attrNamespaces
+const procAttrs = attrProgram | attrCgroup | attrNamespaces | attrDigest
 
 // readProcess reads the attributes in want (a subset of procAttrs) from
 // /proc/<pid> of the peer, under a single pidfd: if the process that
@@ -71,6 +71,8 @@ func readProcess(fd int, want attrs, p *Peer, opts readOptions) {
 		cg                   cgroupInfo
 		ns                   Namespaces
 		exeErr, cgErr, nsErr error
+		dg                   exeDigest
+		dgErr                error
 	)
 	err := pinned(fd, p.PID, opts, func(pid int) {
 		if want&attrProgram != 0 {
@@ -82,9 +84,13 @@ func readProcess(fd int, want attrs, p *Peer, opts readOptions) {
 		if want&attrNamespaces != 0 {
 			ns, nsErr = readNamespaces(pid)
 		}
+		if want&attrDigest != 0 {
+			prog, same := programRead(want, p, exeID, exeErr)
+			dg, dgErr = readDigest(pid, prog, same)
+		}
 	})
 	if err != nil {
-		exeErr, cgErr, nsErr = err, err, err
+		exeErr, cgErr, nsErr, dgErr = err, err, err, err
 	}
 	if want&attrProgram != 0 {
 		p.errs.program = exeErr
@@ -102,6 +108,12 @@ func readProcess(fd int, want attrs, p *Peer, opts readOptions) {
 		p.errs.namespaces = nsErr
 		if nsErr == nil {
 			p.Namespaces = ns
+		}
+	}
+	if want&attrDigest != 0 {
+		p.errs.digest = dgErr
+		if dgErr == nil {
+			p.ProgramSHA256 = dg.hex()
 		}
 	}
 }

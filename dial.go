@@ -20,6 +20,12 @@ type Dialer struct {
 	// Timeout bounds the connect, as net.Dialer.Timeout does. Zero means
 	// no timeout beyond the context's.
 	Timeout time.Duration
+
+	// KeepPidfd makes the *SecureConn keep a pidfd of the server process
+	// (one more file descriptor, closed by Close), so that
+	// (*SecureConn).Recheck can tell later whether it still runs, and
+	// runs the same executable.
+	KeepPidfd bool
 }
 
 // DialContext connects to address on the named network ("unix" or
@@ -40,6 +46,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 // DialSecure is DialContext with the connection's own type.
 func (d *Dialer) DialSecure(ctx context.Context, network, address string) (*SecureConn, error) {
 	v := newVerifier(d.Rules)
+	v.keep = d.KeepPidfd
 	opErr := func(err error) error {
 		return &net.OpError{Op: "dial", Net: network, Addr: &net.UnixAddr{Name: address, Net: network}, Err: err}
 	}

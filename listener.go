@@ -34,6 +34,12 @@ type ListenConfig struct {
 	// Control, when not nil, is called on the listening socket before
 	// bind, as net.ListenConfig.Control is.
 	Control func(network, address string, c syscall.RawConn) error
+
+	// KeepPidfd makes each accepted *SecureConn keep a pidfd of its peer
+	// (one more file descriptor per connection, closed by Close), so
+	// that (*SecureConn).Recheck can tell later whether the process that
+	// connected still runs, and runs the same executable.
+	KeepPidfd bool
 }
 
 // Listen announces on the Unix socket address and returns a listener that
@@ -54,6 +60,7 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string, rul
 	if err != nil {
 		return nil, err
 	}
+	v.keep = lc.KeepPidfd
 	return &Listener{inner: inner, v: v, rejected: lc.Rejected, file: file}, nil
 }
 
