@@ -71,7 +71,7 @@ func readProcess(fd int, want attrs, p *Peer, opts readOptions) {
 		cg                   cgroupInfo
 		ns                   Namespaces
 		exeErr, cgErr, nsErr error
-		dg                   exeDigest
+		dg                   string
 		dgErr                error
 	)
 	err := pinned(fd, p.PID, opts, func(pid int) {
@@ -113,7 +113,7 @@ func readProcess(fd int, want attrs, p *Peer, opts readOptions) {
 	if want&attrDigest != 0 {
 		p.errs.digest = dgErr
 		if dgErr == nil {
-			p.ProgramSHA256 = dg.hex()
+			p.ProgramSHA256 = dg
 		}
 	}
 }

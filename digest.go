@@ -127,7 +127,7 @@ type digestLRU struct {
 
 type digestEntry struct {
 	key digestKey
-	sum exeDigest
+	sum string // lowercase hex
 }
 
 func newDigestLRU(max int) *digestLRU {
@@ -135,12 +135,12 @@ func newDigestLRU(max int) *digestLRU {
 }
 
 // get returns the cached digest of the file with key k.
-func (c *digestLRU) get(k digestKey) (exeDigest, bool) {
+func (c *digestLRU) get(k digestKey) (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[k]
 	if !ok {
-		return exeDigest{}, false
+		return "", false
 	}
 	c.order.MoveToFront(e)
 	return e.Value.(*digestEntry).sum, true
@@ -148,7 +148,7 @@ func (c *digestLRU) get(k digestKey) (exeDigest, bool) {
 
 // put remembers the digest of the file with key k, forgetting the least
 // recently used file when the cache is full.
-func (c *digestLRU) put(k digestKey, sum exeDigest) {
+func (c *digestLRU) put(k digestKey, sum string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.entries[k]; ok {

@@ -21,54 +21,71 @@ func programRead(want attrs, p *Peer, exeID fileID, exeErr error) (fileID, bool)
 	return fileID{}, false
 }
 
-// readDigest returns the SHA-256 digest of the executable of pid. The
-// caller confirms through a pidfd that pid still is the peer. It opens
-// /proc/<pid>/exe, which is the file the process runs even when its path
-// now names another file, and takes the digest from the cache when the
-// file's key is there. When same is true the file must be exe, the file
-// Program was read from: a peer that called execve in between fails.
-func readDigest(pid int, exe fileID, same bool) (exeDigest, error) {
+// readDigest returns the SHA-256 digest, in hex, of the executable of
+// pid. The caller confirms through a pidfd that pid still is the peer. A
+// stat of /proc/<pid>/exe, which reaches the file the process runs even
+// when its path now names another file, gives the key of the cache; only
+// on a miss is the file opened and hashed. When same is true the file
+// must be exe, the file Program was read from: a peer that called execve
+// in between fails.
+func readDigest(pid int, exe fileID, same bool) (string, error) {
 	name := "/proc/" + strconv.Itoa(pid) + "/exe"
-	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return exeDigest{}, procError(name, err)
-	}
-	defer unix.Close(fd)
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return exeDigest{}, fmt.Errorf("fstat %s: %w", name, err)
+	if err := unix.Stat(name, &st); err != nil {
+		return "", procError(name, err)
 	}
-	id := fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)}
 	switch {
-	case same && id != exe:
-		return exeDigest{}, fmt.Errorf("%w (it called execve while its identity was read)", ErrProgramChanged)
+	case same && (fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)}) != exe:
+		return "", fmt.Errorf("%w (it called execve while its identity was read)", ErrProgramChanged)
 	case st.Nlink == 0:
-		return exeDigest{}, fmt.Errorf("%w (inode %d has no name left)", ErrProgramDeleted, st.Ino)
+		return "", fmt.Errorf("%w (inode %d has no name left)", ErrProgramDeleted, st.Ino)
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return exeDigest{}, fmt.Errorf("%s is not a regular file", name)
+		return "", fmt.Errorf("%s is not a regular file", name)
 	case st.Size > maxDigestSize:
-		return exeDigest{}, fmt.Errorf("executable is %d bytes, more than the %d that are hashed", st.Size, maxDigestSize)
+		return "", fmt.Errorf("executable is %d bytes, more than the %d that are hashed", st.Size, maxDigestSize)
 	}
 	key := statDigestKey(&st)
 	if sum, ok := digestCache.get(key); ok {
 		return sum, nil
 	}
-	sum, err := hashFD(fd, st.Size)
+	sum, err := hashExe(name, key)
 	if err != nil {
-		return exeDigest{}, fmt.Errorf("hashing %s: %w", name, err)
-	}
-	// A running executable cannot be opened for writing (ETXTBSY), but
-	// the file may have stopped running meanwhile: cache only a digest of
-	// content that did not change while it was read.
-	if err := unix.Fstat(fd, &st); err != nil {
-		return exeDigest{}, fmt.Errorf("fstat %s: %w", name, err)
-	}
-	if statDigestKey(&st) != key {
-		return exeDigest{}, fmt.Errorf("the executable was modified while it was hashed")
+		return "", err
 	}
 	digestCache.hashes.Add(1)
 	digestCache.put(key, sum)
 	return sum, nil
+}
+
+// hashExe hashes the file at name, /proc/<pid>/exe, which must be the
+// file with key, unchanged until the hash is done. A running executable
+// cannot be opened for writing (ETXTBSY), but the process may have exited
+// or called execve since the stat: only a digest of the content the key
+// stands for is returned, and cached.
+func hashExe(name string, key digestKey) (string, error) {
+	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", procError(name, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "", fmt.Errorf("fstat %s: %w", name, err)
+	}
+	if statDigestKey(&st) != key {
+		return "", fmt.Errorf("%s changed while it was read", name)
+	}
+	sum, err := hashFD(fd, st.Size)
+	if err != nil {
+		return "", fmt.Errorf("hashing %s: %w", name, err)
+	}
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "", fmt.Errorf("fstat %s: %w", name, err)
+	}
+	if statDigestKey(&st) != key {
+		return "", fmt.Errorf("%s was modified while it was hashed", name)
+	}
+	return sum.hex(), nil
 }
 
 func statDigestKey(st *unix.Stat_t) digestKey {

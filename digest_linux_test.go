@@ -7,13 +7,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
 // fileSHA256 returns the SHA-256 digest of the file at path in hex.
-func fileSHA256(t *testing.T, path string) string {
+func fileSHA256(t testing.TB, path string) string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -256,7 +257,7 @@ func TestProgramSHA256PeerExited(t *testing.T) {
 func TestDigestLRU(t *testing.T) {
 	c := newDigestLRU(3)
 	key := func(i int) digestKey { return digestKey{ino: uint64(i)} }
-	sum := func(i int) exeDigest { return exeDigest{byte(i)} }
+	sum := func(i int) string { return strconv.Itoa(i) }
 	for i := 1; i <= 3; i++ {
 		c.put(key(i), sum(i))
 	}
