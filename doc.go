@@ -50,6 +50,15 @@
 //     one that writes (it may hand the socket to another process).
 //     Reading /proc/<pid>/exe of another user's process needs root (with
 //     CAP_SYS_PTRACE); without it Program rules fail closed.
+//   - ProgramDigest proves the content of that same executable file: its
+//     SHA-256 digest, read through the same pidfd. It checks content
+//     where Program checks file identity, so a copy of an allowed program
+//     at another path passes, and a program upgraded in place fails until
+//     its new digest is allowed. A file is hashed once and its digest
+//     cached by device, inode, size and times; a cached digest costs a
+//     stat per connection. The listener needs read permission on the
+//     file. It proves nothing about the code the process loads later
+//     (libraries, plugins, an interpreter's script).
 //   - Label proves the LSM label of the peer as of connect().
 //   - Cgroup and Unit prove the peer's cgroup, and the systemd unit that
 //     systemd itself would report for it, when the listener accepted the
@@ -68,6 +77,25 @@
 // executable was deleted) fails every rule that needs the missing part,
 // and Not of such a rule fails too. A listener reads only what its rules
 // need: UID rules cost one getsockopt and never touch /proc.
+//
+// # Checking a peer again
+//
+// Rules decide when a connection is accepted. With KeepPidfd (in
+// ListenConfig or Dialer, or (*Listener).SetKeepPidfd for NewListener) a
+// *SecureConn also keeps a pidfd of its peer, one more file descriptor per
+// connection that Close closes (and the garbage collector, for a
+// connection dropped without Close). Before a sensitive operation,
+// (*SecureConn).Recheck then tells, without a pid race on Linux 6.5 and
+// later:
+//
+//   - nil: the process that connected is alive and runs the executable
+//     it ran when the connection was accepted;
+//   - ErrPeerExited: it has exited;
+//   - ErrProgramChanged: it has called execve since;
+//   - ErrNoPidfd: the connection was not set up to keep the pidfd.
+//
+// Recheck does not tell who writes on the socket: a peer can hand the
+// socket to another process and run on unchanged.
 //
 // # Containers and unmapped ids
 //

@@ -15,9 +15,10 @@ import (
 // rule is built. The peer's executable is compared as a file (device and
 // inode), not as a string, with the file found at the resolved path when
 // the peer is checked (looked up again at most once a second): a copy of
-// the program elsewhere does not match, a program upgraded in place does. A peer whose executable was deleted or
-// replaced after it started, whose pid is not visible, that has exited,
-// or whose /proc entry cannot be read fails, with the reason.
+// the program elsewhere does not match, a program upgraded in place does
+// (ProgramDigest compares content instead). A peer whose executable was
+// deleted or replaced after it started, whose pid is not visible, that
+// has exited, or whose /proc entry cannot be read fails, with the reason.
 func Program(paths ...string) Rule {
 	if len(paths) == 0 {
 		return invalid("program", errors.New("no paths given"))

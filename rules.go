@@ -268,9 +268,10 @@ func Label(patterns ...string) Rule {
 }
 
 // RuleFunc makes a rule of a function. The function sees the whole
-// identity; if any part of it cannot be read, the rule fails without
-// calling fn. fn returns nil to pass the peer, or the reason it fails.
-// Not treats any error of fn as "does not match". fn must be safe for
+// identity but Peer.ProgramSHA256, which is read only for ProgramDigest
+// and (*SecureConn).ProgramSHA256; if any part of it cannot be read, the
+// rule fails without calling fn. fn returns nil to pass the peer, or the
+// reason it fails. Not treats any error of fn as "does not match". fn must be safe for
 // concurrent use.
 func RuleFunc(name string, fn func(p *Peer) error) Rule {
 	if name == "" || fn == nil {
