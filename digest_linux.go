@@ -3,7 +3,6 @@ package secnet
 import (
 	"crypto/sha256"
 	"fmt"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,34 +20,40 @@ func programRead(want attrs, p *Peer, exeID fileID, exeErr error) (fileID, bool)
 	return fileID{}, false
 }
 
+// digestStatx is what readDigest asks statx for.
+const digestStatx = unix.STATX_TYPE | unix.STATX_INO | unix.STATX_NLINK | unix.STATX_SIZE |
+	unix.STATX_MTIME | unix.STATX_CTIME
+
 // readDigest returns the SHA-256 digest, in hex, of the executable of
 // pid. The caller confirms through a pidfd that pid still is the peer. A
-// stat of /proc/<pid>/exe, which reaches the file the process runs even
+// statx of /proc/<pid>/exe, which reaches the file the process runs even
 // when its path now names another file, gives the key of the cache; only
 // on a miss is the file opened and hashed. When same is true the file
 // must be exe, the file Program was read from: a peer that called execve
 // in between fails.
 func readDigest(pid int, exe fileID, same bool) (string, error) {
-	name := "/proc/" + strconv.Itoa(pid) + "/exe"
-	var st unix.Stat_t
-	if err := unix.Stat(name, &st); err != nil {
-		return "", procError(name, err)
+	link := procPath(pid, "exe")
+	var stx unix.Statx_t
+	if err := statxPathMask(&link, digestStatx, &stx); err != nil {
+		return "", procError(link.String(), err)
 	}
 	switch {
-	case same && (fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)}) != exe:
+	case stx.Mask&digestStatx != digestStatx:
+		return "", fmt.Errorf("statx %s: the file system did not give %#x of the fields %#x", link.String(), stx.Mask, digestStatx)
+	case same && statxFileID(&stx) != exe:
 		return "", fmt.Errorf("%w (it called execve while its identity was read)", ErrProgramChanged)
-	case st.Nlink == 0:
-		return "", fmt.Errorf("%w (inode %d has no name left)", ErrProgramDeleted, st.Ino)
-	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return "", fmt.Errorf("%s is not a regular file", name)
-	case st.Size > maxDigestSize:
-		return "", fmt.Errorf("executable is %d bytes, more than the %d that are hashed", st.Size, maxDigestSize)
+	case stx.Nlink == 0:
+		return "", fmt.Errorf("%w (inode %d has no name left)", ErrProgramDeleted, stx.Ino)
+	case stx.Mode&unix.S_IFMT != unix.S_IFREG:
+		return "", fmt.Errorf("%s is not a regular file", link.String())
+	case stx.Size > maxDigestSize:
+		return "", fmt.Errorf("executable is %d bytes, more than the %d that are hashed", stx.Size, maxDigestSize)
 	}
-	key := statDigestKey(&st)
+	key := statxDigestKey(&stx)
 	if sum, ok := digestCache.get(key); ok {
 		return sum, nil
 	}
-	sum, err := hashExe(name, key)
+	sum, err := hashExe(link.String(), key)
 	if err != nil {
 		return "", err
 	}
@@ -60,7 +65,7 @@ func readDigest(pid int, exe fileID, same bool) (string, error) {
 // hashExe hashes the file at name, /proc/<pid>/exe, which must be the
 // file with key, unchanged until the hash is done. A running executable
 // cannot be opened for writing (ETXTBSY), but the process may have exited
-// or called execve since the stat: only a digest of the content the key
+// or called execve since the statx: only a digest of the content the key
 // stands for is returned, and cached.
 func hashExe(name string, key digestKey) (string, error) {
 	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -68,29 +73,32 @@ func hashExe(name string, key digestKey) (string, error) {
 		return "", procError(name, err)
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return "", fmt.Errorf("fstat %s: %w", name, err)
+	unchanged := func(when string) error {
+		var stx unix.Statx_t
+		if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, digestStatx, &stx); err != nil {
+			return fmt.Errorf("statx %s: %w", name, err)
+		}
+		if statxDigestKey(&stx) != key {
+			return fmt.Errorf("%s changed %s", name, when)
+		}
+		return nil
 	}
-	if statDigestKey(&st) != key {
-		return "", fmt.Errorf("%s changed while it was read", name)
+	if err := unchanged("before it was opened"); err != nil {
+		return "", err
 	}
-	sum, err := hashFD(fd, st.Size)
+	sum, err := hashFD(fd, int64(key.size))
 	if err != nil {
 		return "", fmt.Errorf("hashing %s: %w", name, err)
 	}
-	if err := unix.Fstat(fd, &st); err != nil {
-		return "", fmt.Errorf("fstat %s: %w", name, err)
-	}
-	if statDigestKey(&st) != key {
-		return "", fmt.Errorf("%s was modified while it was hashed", name)
+	if err := unchanged("while it was hashed"); err != nil {
+		return "", err
 	}
 	return sum.hex(), nil
 }
 
-func statDigestKey(st *unix.Stat_t) digestKey {
-	return digestKey{dev: uint64(st.Dev), ino: uint64(st.Ino), size: uint64(st.Size),
-		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
+func statxDigestKey(stx *unix.Statx_t) digestKey {
+	return digestKey{dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), ino: stx.Ino, size: stx.Size,
+		mtime: stx.Mtime.Sec*1e9 + int64(stx.Mtime.Nsec), ctime: stx.Ctime.Sec*1e9 + int64(stx.Ctime.Nsec)}
 }
 
 // hashFD hashes size bytes of fd from offset 0 with pread, which neither

@@ -120,12 +120,12 @@ func pidfdByStartTime(pid int) (int, error) {
 // statExe identifies the executable of pid. The caller confirms through a
 // pidfd that pid still is the peer.
 func statExe(pid int) (exeStamp, error) {
-	name := "/proc/" + strconv.Itoa(pid) + "/exe"
+	link := procPath(pid, "exe")
 	var stx unix.Statx_t
-	if err := unix.Statx(unix.AT_FDCWD, name, 0, unix.STATX_INO|unix.STATX_BTIME, &stx); err != nil {
-		return exeStamp{}, procError(name, err)
+	if err := statxPathMask(&link, unix.STATX_INO|unix.STATX_BTIME, &stx); err != nil {
+		return exeStamp{}, procError(link.String(), err)
 	}
-	s := exeStamp{id: fileID{dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), ino: stx.Ino}}
+	s := exeStamp{id: statxFileID(&stx)}
 	if stx.Mask&unix.STATX_BTIME != 0 {
 		s.btime, s.hasBtime = stx.Btime.Sec*1e9+int64(stx.Btime.Nsec), true
 	}

@@ -63,6 +63,16 @@ func statxPath(p *cpath, stx *unix.Statx_t) error {
 	return nil
 }
 
+// statxPathMask is statxPath for the fields in mask.
+func statxPathMask(p *cpath, mask int, stx *unix.Statx_t) error {
+	_, _, errno := unix.Syscall6(unix.SYS_STATX, atFDCWD(), uintptr(unsafe.Pointer(&p.b[0])), 0,
+		uintptr(mask), uintptr(unsafe.Pointer(stx)), 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
 // peerCred is getsockopt(SO_PEERCRED) without the allocation of
 // unix.GetsockoptUcred.
 func peerCred(fd int) (unix.Ucred, error) {
