@@ -17,9 +17,9 @@ type SecureConn struct {
 }
 
 // Peer returns the identity of the process at the other end. Attributes
-// that no rule needed (but ProgramSHA256) are read on the first call (the program, through a
-// pidfd, as the rules read it); after that the identity is fixed. Peer is
-// safe for concurrent use.
+// that no rule needed, but ProgramSHA256, are read on the first call (the
+// program, through a pidfd, as the rules read it); after that the
+// identity is fixed. Peer is safe for concurrent use.
 func (c *SecureConn) Peer() Peer {
 	return c.id.load(attrAll)
 }
