@@ -194,20 +194,32 @@ var policyKinds map[string]ruleKind
 
 func init() {
 	policyKinds = map[string]ruleKind{
-		"anyone":   {"true", flagRule(Anyone)},
-		"sameuser": {"true", flagRule(SameUser)},
-		"uid":      {"a user id or an array of them", idRule(UID)},
-		"gid":      {"a group id or an array of them", idRule(GID)},
-		"ingroup":  {"a group id or an array of them", idRule(InGroup)},
-		"user":     {"a user name or an array of them", nameRule(User, "user", func(n string) error { _, err := lookupCache.uid(n); return err })},
-		"group":    {"a group name or an array of them", nameRule(Group, "group", func(n string) error { _, err := lookupCache.gid(n); return err })},
-		"program":  {"an absolute path or an array of them", programRule},
-		"label": {"a label pattern or an array of them", func(v policyValue) (Rule, error) {
+		"anyone":        {"true", flagRule(Anyone)},
+		"sameuser":      {"true", flagRule(SameUser)},
+		"uid":           {"a user id or an array of them", idRule(UID)},
+		"gid":           {"a group id or an array of them", idRule(GID)},
+		"ingroup":       {"a group id or an array of them", idRule(InGroup)},
+		"user":          {"a user name or an array of them", nameRule(User, "user", func(n string) error { _, err := lookupCache.uid(n); return err })},
+		"group":         {"a group name or an array of them", nameRule(Group, "group", func(n string) error { _, err := lookupCache.gid(n); return err })},
+		"program":       {"an absolute path or an array of them", programRule},
+		"label":         {"a label pattern or an array of them", stringsRule(Label)},
+		"programdigest": {"a SHA-256 digest (64 hex digits, optionally sha256:) or an array of them", stringsRule(ProgramDigest)},
+		"unit":          {"a systemd unit name or an array of them", stringsRule(Unit)},
+		"cgroup":        {"a cgroup path pattern or an array of them", stringsRule(Cgroup)},
+		"onhost":        {"true", flagRule(OnHost)},
+		"samenamespaces": {"true (all namespaces) or an array of kinds: user, pid, mnt, net, cgroup, ipc, uts", func(v policyValue) (Rule, error) {
+			if v.kind(kindBool) == nil {
+				return flagRule(func() Rule { return SameNamespaces() })(v)
+			}
 			s, err := v.strings()
 			if err != nil {
 				return Rule{}, err
 			}
-			return Label(s...), nil
+			kinds := make([]NamespaceKind, len(s))
+			for i, k := range s {
+				kinds[i] = NamespaceKind(k)
+			}
+			return SameNamespaces(kinds...), nil
 		}},
 		"allof": {"an array of tables", listRule(AllOf)},
 		"anyof": {"an array of tables", listRule(AnyOf)},
@@ -232,6 +244,17 @@ func policyKeys() string {
 	}
 	sort.Strings(keys)
 	return strings.Join(keys, ", ")
+}
+
+// stringsRule builds a rule that takes a string or an array of strings.
+func stringsRule(fn func(...string) Rule) func(policyValue) (Rule, error) {
+	return func(v policyValue) (Rule, error) {
+		s, err := v.strings()
+		if err != nil {
+			return Rule{}, err
+		}
+		return fn(s...), nil
+	}
 }
 
 func flagRule(fn func() Rule) func(policyValue) (Rule, error) {

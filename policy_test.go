@@ -35,6 +35,12 @@ func TestParsePolicyRules(t *testing.T) {
 		{"not of several keys", "[[rule]]\nnot = { uid = 0, gid = 0 }\n", []string{"not(allof(uid(0), gid(0)))"}},
 		{"array of inline rule tables", "rule = [{ uid = 0 }, { gid = 0 }]\n", []string{"uid(0)", "gid(0)"}},
 		{"spaces and CRLF", "  [[ rule ]]  # comment\r\n\tuid=0\t# c\r\n", []string{"uid(0)"}},
+		{"containers", "[[rule]]\nunit = \"sshd.service\"\ncgroup = [\"/system.slice/*\"]\nonhost = true\n",
+			[]string{"unit(sshd.service)", "cgroup(/system.slice/*)", "onhost()"}},
+		{"namespaces", "[[rule]]\nsamenamespaces = [\"net\", \"mnt\"]\n[[rule]]\nsamenamespaces = true\n",
+			[]string{"samenamespaces(net, mnt)", "samenamespaces(user, pid, mnt, net, cgroup, ipc, uts)"}},
+		{"digest", "[[rule]]\nprogramdigest = \"sha256:" + strings.Repeat("aB", 32) + "\"\n",
+			[]string{"programdigest(sha256:" + strings.Repeat("ab", 32) + ")"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pol, err := ParsePolicy(strings.NewReader(tc.src))
@@ -72,6 +78,10 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"unknown user", "[[rule]]\nuser = [\n'root',\n'no-such-user-sn'\n]\n", 4, "rule.user", `no user named "no-such-user-sn" exists`},
 		{"unknown group", "[[rule]]\n[[rule.anyof]]\ngroup = 'no-such-group-sn'\n", 3, "rule.anyof.group", `no group named "no-such-group-sn"`},
 		{"relative program", "[[rule]]\nprogram = ['/bin/sh', 'sh']\n", 2, "rule.program", `program path "sh" is not absolute`},
+		{"bad digest", "[[rule]]\nuid = 0\nprogramdigest = 'abc'\n", 3, "rule.programdigest", "is not a SHA-256 digest"},
+		{"bad unit", "[[rule]]\nunit = ['sshd.service', 'sshd']\n", 2, "rule.unit", `"sshd" is not the name of a unit`},
+		{"bad namespace", "[[rule]]\nsamenamespaces = ['net', 'time']\n", 2, "rule.samenamespaces", `unknown namespace kind "time"`},
+		{"onhost false", "[[rule]]\nonhost = false\n", 2, "rule.onhost", "false is not a rule"},
 		{"missing program", "[[rule]]\nprogram = '/no/such/program'\n", 2, "rule.program", "no such file"},
 		{"bad label", "[[rule]]\nlabel = 'a\\'\n", 2, "rule.label", "lone"},
 		{"id too big", "[[rule]]\nuid = 4294967295\n", 2, "rule.uid", "not a valid id"},
@@ -259,14 +269,14 @@ func TestPolicyProgramComparesFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startClient(t, bin, h.path, "talk", nil)
+	startClient(t, bin, h.path, "hold", nil)
 	c := h.mustAccept(t)
 	p := c.Peer()
 	if err := pol.Check(&p); err != nil {
 		t.Errorf("the peer binary fails its own program rule: %v", err)
 	}
 	exe := mustExecutable(t) // same bytes as bin, another file
-	startClient(t, exe, h.path, "talk", nil)
+	startClient(t, exe, h.path, "hold", nil)
 	c = h.mustAccept(t)
 	p = c.Peer()
 	if err := pol.Check(&p); err == nil || !strings.Contains(err.Error(), "is not "+bin) {
