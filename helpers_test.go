@@ -32,6 +32,10 @@ func TestMain(m *testing.M) {
 		os.Exit(runActivated(os.Getenv("SECNET_TEST_RULES")))
 	case "execpeer":
 		os.Exit(runExecPeer(os.Getenv("SECNET_TEST_SOCK"), os.Getenv("SECNET_TEST_EXEC")))
+	default:
+		if run, ok := childRoles[os.Getenv("SECNET_TEST_ROLE")]; ok {
+			os.Exit(run())
+		}
 	}
 	code := m.Run()
 	if binDir != "" {
@@ -39,6 +43,10 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// childRoles holds further roles of the test binary, registered by the
+// init functions of other test files.
+var childRoles = map[string]func() int{}
 
 // runClient connects to sock. Modes:
 //
