@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -116,6 +117,16 @@ func TestPeerExecsAfterConnect(t *testing.T) {
 	})
 }
 
+// startPeerFiles is startPeer with files the child inherits as fd 3, 4, ...
+func startPeerFiles(t *testing.T, bin, role string, attr *syscall.SysProcAttr, files []*os.File, env ...string) *peerProc {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), append([]string{"SECNET_TEST_ROLE=" + role}, env...)...)
+	cmd.SysProcAttr = attr
+	cmd.ExtraFiles = files
+	return startCmd(t, cmd)
+}
+
 // runFDPass connects to SECNET_TEST_SOCK, sends the connected socket over
 // the Unix socket at fd 3 (SCM_RIGHTS), closes its own copy, says
 // "passed" and stays alive until its stdin closes.
@@ -206,6 +217,8 @@ func TestPeerPassesConnectionToAnotherUser(t *testing.T) {
 	defer b.Close()
 	recv := startPeerFiles(t, bin, "fdrecv", &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1, Gid: 1}}, []*os.File{b})
 	pass := startPeerFiles(t, bin, "fdpass", nil, []*os.File{a}, "SECNET_TEST_SOCK="+h.path)
+	a.Close() // the children hold them now
+	b.Close()
 	if got := pass.line(t); got != "passed" {
 		t.Fatalf("passing peer: %q", got)
 	}

@@ -161,7 +161,7 @@ func TestStormOfExitingPeers(t *testing.T) {
 
 	// Warm up lazily created runtime state before counting.
 	t.Run("warmup", func(t *testing.T) { storm(t, listen(t, rules...), bin, 1, 2, 1, true) })
-	fds, goroutines := countFDs(t), runtime.NumGoroutine()
+	fds, goroutines := openFDs(t), runtime.NumGoroutine()
 
 	t.Run("queued", func(t *testing.T) {
 		// Every burst peer has exited before the listener looks at its
@@ -185,8 +185,10 @@ func TestStormOfExitingPeers(t *testing.T) {
 			sum(res.accepted)-6, sum(res.rejected), res.dying)
 	})
 
-	if got := countFDs(t); got != fds {
-		t.Errorf("open fds: %d before the storms, %d after", fds, got)
+	for fd, target := range openFDs(t) {
+		if fds[fd] != target {
+			t.Errorf("fd %s (%s) opened during the storms is still open", fd, target)
+		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {

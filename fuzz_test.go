@@ -138,3 +138,44 @@ func TestGlobMatchIsNotSlow(t *testing.T) {
 		t.Logf("pattern %.20q... (%d bytes) against %d bytes: %d steps", pattern, len(pattern), len(s), steps)
 	}
 }
+
+// FuzzParseCgroupFile feeds parseCgroupFile and cgroupUnits with text in
+// the shape of /proc/<pid>/cgroup. Cgroup names below a delegated subtree
+// are chosen by the peer's owner, so they are untrusted: no input may
+// panic, a path found must be absolute, a unit found must be a unit name,
+// and a plain cgroup v2 file must give back its path.
+func FuzzParseCgroupFile(f *testing.F) {
+	for _, seed := range []string{
+		"0::/system.slice/sshd.service\n",
+		"0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-foo.scope\n",
+		"12:pids:/user.slice\n1:name=systemd:/system.slice/docker-0123.scope\n0::/\n",
+		"0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope\n",
+		"0::/a (deleted)\n",
+		"0::/_escaped.service/x\n",
+		"garbage",
+		"0::relative\n",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		if path, err := parseCgroupFile(raw); err == nil {
+			if !strings.HasPrefix(path, "/") {
+				t.Errorf("parseCgroupFile(%q) = %q, not an absolute path", raw, path)
+			}
+			info := cgroupUnits(path)
+			if info.unit != "" && !isUnitName(info.unit) {
+				t.Errorf("cgroupUnits(%q): unit %q is not a unit name", path, info.unit)
+			}
+			if info.userUnit != "" && !isUserManager(info.unit) {
+				t.Errorf("cgroupUnits(%q): user unit %q outside a user manager (%q)", path, info.userUnit, info.unit)
+			}
+		}
+		// raw as one cgroup v2 path
+		if !strings.HasPrefix(raw, "/") || strings.ContainsAny(raw, "\n") || strings.HasSuffix(raw, " (deleted)") {
+			return
+		}
+		if got, err := parseCgroupFile("0::" + raw + "\n"); err != nil || got != raw {
+			t.Errorf("parseCgroupFile of the v2 line for %q = %q, %v", raw, got, err)
+		}
+	})
+}

@@ -67,8 +67,15 @@ func readStatus(pid int, p *Peer) error {
 		}
 		return procError(name, err)
 	}
+	return parseStatus(name, b, p)
+}
+
+// parseStatus reads the effective uid and gid and the supplementary groups
+// from b, the text of the status file name.
+func parseStatus(name string, b []byte, p *Peer) error {
 	var seen int
 	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(nil, len(b)+1) // a Groups line can be longer than Scanner's default 64 KiB
 	for sc.Scan() {
 		key, val, _ := strings.Cut(sc.Text(), ":")
 		fields := strings.Fields(val)
@@ -91,6 +98,7 @@ func readStatus(pid int, p *Peer) error {
 		case "Groups":
 			p.Groups = make([]int, len(fields))
 			for i, f := range fields {
+				var err error
 				if p.Groups[i], err = strconv.Atoi(f); err != nil {
 					return fmt.Errorf("malformed %s: Groups line: %w", name, err)
 				}
