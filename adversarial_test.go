@@ -1,32 +1,26 @@
 package secnet
 
 // Peers that try to cheat or to wear the listener down, as real processes:
-// a storm of peers that exit as soon as they have connected, peers that
-// connect and never speak, and a listener that runs out of file
-// descriptors. The Linux-only cases (exec, descriptor passing, mount
-// namespaces) are in adversarial_linux_test.go.
+// a storm of peers that exit as soon as they have connected, and peers
+// that connect and never speak. The Linux-only cases (exec, descriptor
+// passing, mount namespaces, a listener out of file descriptors) are in
+// adversarial_linux_test.go.
 
 import (
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
 
 func init() {
 	childRoles["burst"] = runBurst
-	childRoles["emfile-server"] = runEmfileServer
 }
 
 // requireLinux skips tests that need peers to be verified: on other
@@ -246,131 +240,5 @@ func TestSilentPeersDoNotBlockAccept(t *testing.T) {
 		if got := p.line(t); got != "pong" {
 			t.Errorf("talker %d read %q, want pong", p.cmd.Process.Pid, got)
 		}
-	}
-}
-
-// runEmfileServer runs http.Serve over a verified listener on
-// SECNET_TEST_SOCK with a file descriptor limit that leaves room for
-// about SECNET_TEST_N connections. The server's error log goes to stdout.
-func runEmfileServer() int {
-	ln, err := Listen("unix", os.Getenv("SECNET_TEST_SOCK"), UID(os.Getuid()))
-	if err != nil {
-		fmt.Println("listen:", err)
-		return 2
-	}
-	spare, _ := strconv.Atoi(os.Getenv("SECNET_TEST_N"))
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		fmt.Println("counting fds:", err)
-		return 2
-	}
-	// New descriptors take the lowest free numbers, and the limit bounds
-	// the number: leave exactly spare free numbers below it (descriptors
-	// inherited with high numbers stay open and do not count).
-	used := map[int]bool{}
-	for _, e := range entries {
-		if n, err := strconv.Atoi(e.Name()); err == nil {
-			used[n] = true
-		}
-	}
-	limit := 0
-	for free := 0; free < spare; limit++ { // (plus the one ReadDir used, free again)
-		if !used[limit] {
-			free++
-		}
-	}
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		fmt.Println("getrlimit:", err)
-		return 2
-	}
-	lim.Cur = uint64(limit)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		fmt.Println("setrlimit:", err)
-		return 2
-	}
-	var mu sync.Mutex // the log and the handler share stdout
-	out := writerFunc(func(b []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return os.Stdout.Write(b)
-	})
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.WriteString(w, "served")
-		}),
-		ErrorLog: log.New(out, "", 0),
-	}
-	fmt.Fprintf(out, "ready (fd limit %d)\n", lim.Cur)
-	err = srv.Serve(ln)
-	fmt.Fprintln(out, "Serve returned:", err)
-	return 1
-}
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
-
-// TestListenerOutOfFileDescriptors runs http.Serve over a secnet listener
-// in a child process with a low RLIMIT_NOFILE. Once the child holds as
-// many connections as its limit allows, accept fails with EMFILE: the
-// error must reach http.Server as a temporary one (it logs "http: Accept
-// error ... retrying" and backs off instead of returning), and the server
-// must serve again once connections are closed.
-func TestListenerOutOfFileDescriptors(t *testing.T) {
-	requireLinux(t)
-	path := filepath.Join(sockDir(t), "s")
-	const spare = 4
-	srv := startPeer(t, peerBinary(t), "emfile-server", nil, "SECNET_TEST_SOCK="+path, "SECNET_TEST_N="+itoa(spare))
-	t.Cleanup(func() { srv.cmd.Process.Kill() })
-	if got := srv.line(t); !strings.HasPrefix(got, "ready") {
-		t.Fatalf("server: %q", got)
-	} else {
-		t.Log(got)
-	}
-	// Hold more idle connections than the server has descriptors for:
-	// http.Server keeps each one open waiting for a request.
-	var held []net.Conn
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	for range spare + 8 {
-		c, err := net.Dial("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, c)
-	}
-	for {
-		got := srv.line(t) // fails the test if the server says nothing for 20s
-		if strings.HasPrefix(got, "Serve returned") {
-			t.Fatalf("http.Server stopped on an accept error instead of retrying: %s", got)
-		}
-		if strings.HasPrefix(got, "http: Accept error") {
-			if !strings.Contains(got, "too many open files") || !strings.Contains(got, "retrying in") {
-				t.Fatalf("accept error %q, want EMFILE and a retry", got)
-			}
-			t.Logf("server log: %s", got)
-			break
-		}
-	}
-	for _, c := range held {
-		c.Close()
-	}
-	held = nil
-	// A plain HTTP/1.0 request on a connection of our own: nothing of an
-	// http.Client lingers after the test.
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
-	resp, err := io.ReadAll(c)
-	if err != nil || !strings.HasPrefix(string(resp), "HTTP/1.0 200 OK") || !strings.HasSuffix(string(resp), "\r\n\r\nserved") {
-		t.Fatalf("after the fds were freed, the server did not serve: %q, %v", resp, err)
 	}
 }
