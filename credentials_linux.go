@@ -270,12 +270,32 @@ func procError(name string, err error) error {
 	switch {
 	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
 		why = "permission denied: reading another user's or a non-dumpable process needs ptrace-read access (root with CAP_SYS_PTRACE), or /proc is mounted with hidepid"
+	case errors.Is(err, unix.ENOENT) && exiting(name):
+		// The kernel drops an exiting process's memory map and namespaces
+		// before its pidfd reports the exit.
+		return fmt.Errorf("%w (it was exiting: %s is gone while /proc/<pid> remains)", ErrPeerExited, name)
 	case errors.Is(err, unix.ENOENT):
 		why = "no such entry: /proc is not mounted, hides other users' processes (hidepid), or the process is gone"
 	default:
 		why = err.Error()
 	}
 	return fmt.Errorf("%w: %s: %s", ErrProcUnavailable, name, why)
+}
+
+// exiting reports whether name, a file under /proc/<pid> that was not
+// found, belongs to a process whose /proc/<pid> directory still exists: a
+// process in the middle of exiting.
+func exiting(name string) bool {
+	rest, ok := strings.CutPrefix(name, "/proc/")
+	if !ok {
+		return false
+	}
+	pid, _, ok := strings.Cut(rest, "/")
+	if !ok || pid == "self" {
+		return false
+	}
+	_, err := os.Lstat("/proc/" + pid)
+	return err == nil
 }
 
 // procStartTime returns field 22 of /proc/<pid>/stat: the time the

@@ -30,8 +30,6 @@ func TestMain(m *testing.M) {
 		os.Exit(runHTTPClient(os.Getenv("SECNET_TEST_SOCK"), os.Getenv("SECNET_TEST_MODE")))
 	case "activated":
 		os.Exit(runActivated(os.Getenv("SECNET_TEST_RULES")))
-	case "execpeer":
-		os.Exit(runExecPeer(os.Getenv("SECNET_TEST_SOCK"), os.Getenv("SECNET_TEST_EXEC")))
 	default:
 		if run, ok := childRoles[os.Getenv("SECNET_TEST_ROLE")]; ok {
 			os.Exit(run())

@@ -124,6 +124,13 @@ func (l *Listener) AcceptSecure() (*SecureConn, error) {
 			if l.closed.Load() && !errors.Is(err, net.ErrClosed) {
 				err = &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: net.ErrClosed}
 			}
+			// The inner listener was bound at a temporary path: name the
+			// socket's own. The error itself is passed on unchanged.
+			if oe, ok := err.(*net.OpError); ok && l.file != nil {
+				named := *oe
+				named.Addr = l.file.addr
+				err = &named
+			}
 			return nil, err
 		}
 		sc, rej := l.v.verify(c)

@@ -16,6 +16,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+func init() {
+	childRoles["execpeer"] = func() int {
+		return runExecPeer(os.Getenv("SECNET_TEST_SOCK"), os.Getenv("SECNET_TEST_EXEC"))
+	}
+}
+
 // runExecPeer connects to sock, keeps the socket open across execve,
 // prints "connected", and on a line from stdin replaces itself with the
 // program prog, which inherits stdin, stdout and the socket.
