@@ -168,22 +168,12 @@ func pinned(fd, pid int, opts readOptions, read func(pid int)) error {
 	if pid <= 0 {
 		return ErrPIDNotVisible
 	}
-	pidfd := -1
-	if !opts.noPeerPidfd {
-		var err error
-		pidfd, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEERPIDFD)
-		switch {
-		case err == nil:
-		case errors.Is(err, unix.ENOPROTOOPT):
-			pidfd = -1 // Linux before 6.5
-		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ESRCH):
-			return fmt.Errorf("%w (getsockopt SO_PEERPIDFD: %v)", ErrPeerExited, err)
-		default:
-			return os.NewSyscallError("getsockopt SO_PEERPIDFD", err)
-		}
+	pidfd, err := peerPidfd(fd, pid, opts)
+	if errors.Is(err, ErrUnsupported) {
+		return pinnedByStartTime(pid, read) // before Linux 5.3: no pidfd at all
 	}
-	if pidfd < 0 {
-		return pinnedByStartTime(pid, read)
+	if err != nil {
+		return err
 	}
 	defer unix.Close(pidfd)
 	read(pid)
@@ -197,49 +187,83 @@ func pinned(fd, pid int, opts readOptions, read func(pid int)) error {
 	return nil
 }
 
-// pinnedByStartTime is the fallback for kernels without SO_PEERPIDFD.
-// It pins the pid with pidfd_open (Linux 5.3) and checks that the process
-// behind the pid started no later than now and did not change while
-// /proc was read. It narrows the pid-reuse race to a pid reused between
-// the peer's exit and this call, within one clock tick; it does not close
-// it as SO_PEERPIDFD does.
+// peerPidfd returns a pidfd for the peer of the socket fd: SO_PEERPIDFD,
+// or on kernels without it (and in tests, with opts.noPeerPidfd)
+// pidfd_open of pid checked against the process start time.
+func peerPidfd(fd, pid int, opts readOptions) (int, error) {
+	if !opts.noPeerPidfd {
+		pidfd, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+		switch {
+		case err == nil:
+			return pidfd, nil
+		case errors.Is(err, unix.ENOPROTOOPT):
+			// Linux before 6.5: fall back.
+		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ESRCH):
+			return -1, fmt.Errorf("%w (getsockopt SO_PEERPIDFD: %v)", ErrPeerExited, err)
+		default:
+			return -1, os.NewSyscallError("getsockopt SO_PEERPIDFD", err)
+		}
+	}
+	return pidfdByStartTime(pid)
+}
+
+// pidfdByStartTime opens a pidfd for pid and checks that the process
+// behind it started no later than now and is the one that was there
+// before pidfd_open. As for pinnedByStartTime, a pid reused before this
+// call within one clock tick is not detected.
+func pidfdByStartTime(pid int) (int, error) {
+	start, err := startedBeforeNow(pid)
+	if err != nil {
+		return -1, err
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	switch {
+	case errors.Is(err, unix.ESRCH):
+		return -1, ErrPeerExited
+	case errors.Is(err, unix.ENOSYS):
+		return -1, fmt.Errorf("pidfd_open needs Linux 5.3 or later: %w", ErrUnsupported)
+	case err != nil:
+		return -1, os.NewSyscallError("pidfd_open", err)
+	}
+	if again, err := procStartTime(pid); err != nil || again != start {
+		unix.Close(pidfd)
+		return -1, ErrPeerExited
+	}
+	return pidfd, nil
+}
+
+// pinnedByStartTime is the last resort, for kernels without pidfds
+// (before Linux 5.3): the process behind pid must have started no later
+// than now and must not change while read runs. A pid reused within one
+// clock tick is not detected.
 func pinnedByStartTime(pid int, read func(pid int)) error {
+	start, err := startedBeforeNow(pid)
+	if err != nil {
+		return err
+	}
+	read(pid)
+	if again, err := procStartTime(pid); err != nil || again != start {
+		return ErrPeerExited
+	}
+	return nil
+}
+
+// startedBeforeNow returns the start time of the process behind pid, and
+// an error if it started after this call began: then the pid was reused.
+func startedBeforeNow(pid int) (uint64, error) {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return os.NewSyscallError("clock_gettime", err)
+		return 0, os.NewSyscallError("clock_gettime", err)
 	}
 	now := uint64(ts.Nano()) / 1e7 // USER_HZ: /proc reports 100 ticks a second
 	start, err := procStartTime(pid)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if start > now {
-		return fmt.Errorf("%w (its pid %d now belongs to a process started later)", ErrPeerExited, pid)
+		return 0, fmt.Errorf("%w (its pid %d now belongs to a process started later)", ErrPeerExited, pid)
 	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	switch {
-	case err == nil:
-		defer unix.Close(pidfd)
-	case errors.Is(err, unix.ESRCH):
-		return ErrPeerExited
-	default:
-		pidfd = -1 // before Linux 5.3: rely on the start time alone
-	}
-	read(pid)
-	again, err := procStartTime(pid)
-	if err != nil || again != start {
-		return ErrPeerExited
-	}
-	if pidfd >= 0 {
-		alive, err := pidfdAlive(pidfd)
-		if err != nil {
-			return err
-		}
-		if !alive {
-			return ErrPeerExited
-		}
-	}
-	return nil
+	return start, nil
 }
 
 // readExe reads the path and the file identity of /proc/<pid>/exe.

@@ -1,7 +1,6 @@
 package secnet
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -62,59 +61,6 @@ func holdPeer(c *net.UnixConn, p *Peer, opts readOptions) *heldPeer {
 	}
 	h.exe = exe
 	return h
-}
-
-// peerPidfd returns a pidfd for the peer of the socket fd: SO_PEERPIDFD,
-// or on kernels without it (and in tests, with opts.noPeerPidfd)
-// pidfd_open of pid checked against the process start time.
-func peerPidfd(fd, pid int, opts readOptions) (int, error) {
-	if !opts.noPeerPidfd {
-		pidfd, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEERPIDFD)
-		switch {
-		case err == nil:
-			return pidfd, nil
-		case errors.Is(err, unix.ENOPROTOOPT):
-			// Linux before 6.5: fall back.
-		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ESRCH):
-			return -1, fmt.Errorf("%w (getsockopt SO_PEERPIDFD: %v)", ErrPeerExited, err)
-		default:
-			return -1, os.NewSyscallError("getsockopt SO_PEERPIDFD", err)
-		}
-	}
-	return pidfdByStartTime(pid)
-}
-
-// pidfdByStartTime opens a pidfd for pid and checks that the process
-// behind it started no later than now and is the one that was there
-// before pidfd_open. As for pinnedByStartTime, a pid reused before this
-// call within one clock tick is not detected.
-func pidfdByStartTime(pid int) (int, error) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return -1, os.NewSyscallError("clock_gettime", err)
-	}
-	now := uint64(ts.Nano()) / 1e7 // USER_HZ: /proc reports 100 ticks a second
-	start, err := procStartTime(pid)
-	if err != nil {
-		return -1, err
-	}
-	if start > now {
-		return -1, fmt.Errorf("%w (its pid %d now belongs to a process started later)", ErrPeerExited, pid)
-	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	switch {
-	case errors.Is(err, unix.ESRCH):
-		return -1, ErrPeerExited
-	case errors.Is(err, unix.ENOSYS):
-		return -1, fmt.Errorf("pidfd_open needs Linux 5.3 or later: %w", ErrUnsupported)
-	case err != nil:
-		return -1, os.NewSyscallError("pidfd_open", err)
-	}
-	if again, err := procStartTime(pid); err != nil || again != start {
-		unix.Close(pidfd)
-		return -1, ErrPeerExited
-	}
-	return pidfd, nil
 }
 
 // statExe identifies the executable of pid. The caller confirms through a
