@@ -115,6 +115,18 @@
 // Peer.UnmappedIDs tells the application. docs/containers.md describes
 // what the kernel reports for Docker, Podman, Kubernetes and systemd.
 //
+// # Clients, HTTP, gRPC and policy files
+//
+// Dial and Dialer verify the server from the client side: the process
+// that created the listening socket. Verify checks a connection accepted
+// or dialed elsewhere. For net/http, ConnContext with PeerFromContext
+// gives handlers the peer, and Require guards a route with more rules.
+// PeerOf finds the identity through wrappers such as *tls.Conn. gRPC
+// transport credentials and per-method interceptors live in the module
+// github.com/secnet/secnet/grpc, so that this package does not depend on
+// grpc-go. LoadPolicy and ParsePolicy read the rules from a TOML policy
+// file, the same files the secnet command uses.
+//
 // # Socket files
 //
 // Listen creates the socket file with the mode and owner of ListenConfig
