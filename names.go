@@ -42,13 +42,14 @@ type nameEntry struct {
 // nameCache caches os/user lookups for a bounded time. Lookups that fail
 // for another reason than an unknown name (NSS down) are not cached.
 type nameCache struct {
-	ttl time.Duration
-	mu  sync.RWMutex
-	m   map[nameKey]nameEntry
+	ttl    time.Duration
+	lookup func(nameKey) nameEntry // asks os/user
+	mu     sync.RWMutex
+	m      map[nameKey]nameEntry
 }
 
 func newNameCache(ttl time.Duration) *nameCache {
-	return &nameCache{ttl: ttl, m: make(map[nameKey]nameEntry)}
+	return &nameCache{ttl: ttl, lookup: lookup, m: make(map[nameKey]nameEntry)}
 }
 
 func (c *nameCache) get(k nameKey) nameEntry {
@@ -59,7 +60,7 @@ func (c *nameCache) get(k nameKey) nameEntry {
 	if ok && now.Before(e.expires) {
 		return e
 	}
-	e = lookup(k)
+	e = c.lookup(k)
 	var cacheable bool
 	switch e.err.(type) {
 	case nil, user.UnknownUserError, user.UnknownUserIdError, user.UnknownGroupError, user.UnknownGroupIdError:
