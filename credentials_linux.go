@@ -73,10 +73,15 @@ func readProcess(fd int, want attrs, p *Peer, opts readOptions) {
 		exeErr, cgErr, nsErr error
 		dg                   string
 		dgErr                error
+		exeStx               unix.Statx_t
 	)
+	mask := exeStatx
+	if want&attrDigest != 0 {
+		mask = digestStatx
+	}
 	err := pinned(fd, p.PID, opts, func(pid int) {
 		if want&attrProgram != 0 {
-			exe, exeID, exeErr = readExe(pid)
+			exe, exeID, exeErr = readExe(pid, mask, &exeStx)
 		}
 		if want&attrCgroup != 0 {
 			cg, cgErr = readCgroup(pid)
@@ -85,8 +90,12 @@ func readProcess(fd int, want attrs, p *Peer, opts readOptions) {
 			ns, nsErr = readNamespaces(pid)
 		}
 		if want&attrDigest != 0 {
+			var read *unix.Statx_t // the statx readExe made just now
+			if want&attrProgram != 0 && exeErr == nil {
+				read = &exeStx
+			}
 			prog, same := programRead(want, p, exeID, exeErr)
-			dg, dgErr = readDigest(pid, prog, same)
+			dg, dgErr = readDigest(pid, prog, same, read)
 		}
 	})
 	if err != nil {
@@ -266,8 +275,13 @@ func startedBeforeNow(pid int) (uint64, error) {
 	return start, nil
 }
 
-// readExe reads the path and the file identity of /proc/<pid>/exe.
-func readExe(pid int) (string, fileID, error) {
+// exeStatx is what readExe asks statx for.
+const exeStatx = unix.STATX_INO | unix.STATX_NLINK
+
+// readExe reads the path and the file identity of /proc/<pid>/exe. stx
+// receives what statx gave for the file, with the fields of mask as well
+// as those of exeStatx, so that a digest needs no second statx.
+func readExe(pid, mask int, stx *unix.Statx_t) (string, fileID, error) {
 	link := procPath(pid, "exe")
 	var buf [unix.PathMax]byte
 	n, err := readlinkPath(&link, buf[:])
@@ -277,15 +291,14 @@ func readExe(pid int) (string, fileID, error) {
 	if n == len(buf) {
 		return "", fileID{}, fmt.Errorf("%w: %s: the path is longer than PATH_MAX", ErrProcUnavailable, link.String())
 	}
-	var stx unix.Statx_t
-	if err := statxPath(&link, &stx); err != nil {
+	if err := statxPathMask(&link, mask|exeStatx, stx); err != nil {
 		return "", fileID{}, procError(link.String(), err)
 	}
 	path := string(buf[:n])
 	if stx.Nlink == 0 || strings.HasSuffix(path, " (deleted)") {
 		return "", fileID{}, fmt.Errorf("%w: %s", ErrProgramDeleted, path)
 	}
-	return path, statxFileID(&stx), nil
+	return path, statxFileID(stx), nil
 }
 
 // procError explains why a file under /proc/<pid> could not be read.

@@ -25,8 +25,9 @@ import (
 // the file the peer was running when the listener accepted the
 // connection; Peer.ProgramSHA256 holds its digest. A file is hashed once:
 // the digest is cached by device, inode, size, modification and change
-// time, so an unchanged executable costs an open and an fstat per
-// connection, and a changed or replaced one is hashed again. A file
+// time, taken from the statx that Program's reading makes anyway, so an
+// unchanged executable costs nothing more than Program per connection,
+// and a changed or replaced one is hashed again. A file
 // larger than 1 GiB is not hashed and fails the rule.
 //
 // Like Program, ProgramDigest fails a peer whose executable was deleted or

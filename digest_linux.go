@@ -30,11 +30,15 @@ const digestStatx = unix.STATX_TYPE | unix.STATX_INO | unix.STATX_NLINK | unix.S
 // when its path now names another file, gives the key of the cache; only
 // on a miss is the file opened and hashed. When same is true the file
 // must be exe, the file Program was read from: a peer that called execve
-// in between fails.
-func readDigest(pid int, exe fileID, same bool) (string, error) {
+// in between fails. read, when not nil, is the statx of /proc/<pid>/exe
+// that readExe made within the same pidfd check, with the fields of
+// digestStatx: it is used instead of a statx of its own.
+func readDigest(pid int, exe fileID, same bool, read *unix.Statx_t) (string, error) {
 	link := procPath(pid, "exe")
 	var stx unix.Statx_t
-	if err := statxPathMask(&link, digestStatx, &stx); err != nil {
+	if read != nil {
+		stx = *read
+	} else if err := statxPathMask(&link, digestStatx, &stx); err != nil {
 		return "", procError(link.String(), err)
 	}
 	switch {

@@ -55,8 +55,8 @@
 //     where Program checks file identity, so a copy of an allowed program
 //     at another path passes, and a program upgraded in place fails until
 //     its new digest is allowed. A file is hashed once and its digest
-//     cached by device, inode, size and times; a cached digest costs a
-//     stat per connection. The listener needs read permission on the
+//     cached by device, inode, size and times; a cached digest costs no
+//     more than Program. The listener needs read permission on the
 //     file. It proves nothing about the code the process loads later
 //     (libraries, plugins, an interpreter's script).
 //   - Label proves the LSM label of the peer as of connect().

@@ -44,7 +44,8 @@ func PeerOfProcess(pid int) (Peer, error) {
 	if err := readStatus(pid, &p); err != nil {
 		return Peer{}, fmt.Errorf("secnet: process %d: %w", pid, err)
 	}
-	p.Program, p.exe, p.errs.program = readExe(pid)
+	var stx unix.Statx_t
+	p.Program, p.exe, p.errs.program = readExe(pid, exeStatx, &stx)
 	p.Label, p.errs.label = procLabel(pid)
 	alive, err := pidfdAlive(pidfd)
 	if err == nil && !alive {

@@ -51,19 +51,9 @@ func readlinkPath(p *cpath, buf []byte) (int, error) {
 	return int(n), nil
 }
 
-// statxPath is statx(2) of the file p names (following symlinks, so that
-// /proc/<pid>/exe gives the executable itself) for its device, inode and
-// link count.
-func statxPath(p *cpath, stx *unix.Statx_t) error {
-	_, _, errno := unix.Syscall6(unix.SYS_STATX, atFDCWD(), uintptr(unsafe.Pointer(&p.b[0])), 0,
-		uintptr(unix.STATX_INO|unix.STATX_NLINK), uintptr(unsafe.Pointer(stx)), 0)
-	if errno != 0 {
-		return errno
-	}
-	return nil
-}
-
-// statxPathMask is statxPath for the fields in mask.
+// statxPathMask is statx(2) of the file p names, following symlinks (so
+// that /proc/<pid>/exe gives the executable itself), for the fields in
+// mask.
 func statxPathMask(p *cpath, mask int, stx *unix.Statx_t) error {
 	_, _, errno := unix.Syscall6(unix.SYS_STATX, atFDCWD(), uintptr(unsafe.Pointer(&p.b[0])), 0,
 		uintptr(mask), uintptr(unsafe.Pointer(stx)), 0)
