@@ -70,6 +70,13 @@ func (v *verifier) verify(c net.Conn) (*SecureConn, *RejectError) {
 	return sc, nil
 }
 
+// checkConn applies the rules to a connection verified before, reading
+// what they need that was not read yet.
+func (v *verifier) checkConn(sc *SecureConn) *RejectError {
+	p := sc.id.load(v.need)
+	return v.check(&p)
+}
+
 // check applies every rule to p, which holds what the rules need.
 func (v *verifier) check(p *Peer) *RejectError {
 	var failed []RuleError

@@ -53,6 +53,14 @@ func TestProgramRule(t *testing.T) {
 }
 
 func TestProgramDeletedBinary(t *testing.T) {
+	testDeletedBinary(t, func(cp string) Rule { return Program(cp) })
+}
+
+// testDeletedBinary runs a peer from a copy of the test binary, deletes or
+// replaces the copy (as package managers do: a new file renamed over the
+// old one), then lets the peer connect: the rule made for the copy must
+// reject it with ErrProgramDeleted.
+func testDeletedBinary(t *testing.T, rule func(cp string) Rule) {
 	for _, replace := range []bool{false, true} {
 		name := map[bool]string{false: "deleted", true: "replaced"}[replace]
 		t.Run(name, func(t *testing.T) {
@@ -60,10 +68,9 @@ func TestProgramDeletedBinary(t *testing.T) {
 			if err := copyExecutable(cp); err != nil {
 				t.Fatal(err)
 			}
-			h := listen(t, Program(cp))
+			h := listen(t, rule(cp))
 			cl := startClient(t, cp, h.path, "wait", nil)
 			if replace {
-				// A new file renamed over the old one, as package managers do.
 				if err := copyExecutable(cp + ".new"); err != nil {
 					t.Fatal(err)
 				}

@@ -195,32 +195,7 @@ func TestProgramDigestCache(t *testing.T) {
 // TestProgramDigestDeleted checks that a peer whose executable was
 // deleted or replaced on disk after it started fails, as it fails Program.
 func TestProgramDigestDeleted(t *testing.T) {
-	for _, replace := range []bool{false, true} {
-		name := map[bool]string{false: "deleted", true: "replaced"}[replace]
-		t.Run(name, func(t *testing.T) {
-			cp := filepath.Join(sockDir(t), "peer")
-			if err := copyExecutable(cp); err != nil {
-				t.Fatal(err)
-			}
-			h := listen(t, ProgramDigest(fileSHA256(t, cp)))
-			cl := startClient(t, cp, h.path, "wait", nil)
-			if replace {
-				if err := copyExecutable(cp + ".new"); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Rename(cp+".new", cp); err != nil {
-					t.Fatal(err)
-				}
-			} else if err := os.Remove(cp); err != nil {
-				t.Fatal(err)
-			}
-			cl.stdin.Write([]byte("go\n"))
-			rej := h.mustReject(t)
-			if !errors.Is(rej, ErrProgramDeleted) {
-				t.Fatalf("rejection %v, want ErrProgramDeleted", rej)
-			}
-		})
-	}
+	testDeletedBinary(t, func(cp string) Rule { return ProgramDigest(fileSHA256(t, cp)) })
 }
 
 // TestProgramSHA256Method checks that the digest is read only when asked

@@ -73,8 +73,7 @@ func Require(rules ...Rule) func(http.Handler) http.Handler {
 					http.StatusForbidden)
 				return
 			}
-			p := sc.id.load(v.need)
-			if rej := v.check(&p); rej != nil {
+			if rej := v.checkConn(sc); rej != nil {
 				http.Error(w, "Forbidden: "+rej.Error(), http.StatusForbidden)
 				return
 			}

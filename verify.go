@@ -22,8 +22,7 @@ func Verify(c net.Conn, rules ...Rule) (*SecureConn, error) {
 		return nil, v.err
 	}
 	if sc, ok := c.(*SecureConn); ok {
-		p := sc.id.load(v.need)
-		if rej := v.check(&p); rej != nil {
+		if rej := v.checkConn(sc); rej != nil {
 			return nil, rej
 		}
 		return sc, nil
