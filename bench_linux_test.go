@@ -1,6 +1,7 @@
 package secnet
 
 import (
+	"context"
 	"net"
 	"os"
 	"path/filepath"
@@ -121,7 +122,7 @@ func BenchmarkIdentity(b *testing.B) {
 	b.Run("verify-uid", func(b *testing.B) {
 		v := newVerifier([]Rule{UID(os.Geteuid())})
 		for b.Loop() {
-			if _, rej := v.verify(uc); rej != nil {
+			if _, rej := v.verify(context.Background(), uc); rej != nil {
 				b.Fatal(rej)
 			}
 		}

@@ -1,6 +1,7 @@
 package secnet
 
 import (
+	"context"
 	"fmt"
 	"net"
 )
@@ -50,8 +51,9 @@ func newVerifier(rules []Rule) verifier {
 
 // verify reads what the rules need from c and applies every rule. It
 // returns the verified connection, or the reasons it was rejected; it
-// never closes c.
-func (v *verifier) verify(c net.Conn) (*SecureConn, *RejectError) {
+// never closes c. Once ctx is done it reads nothing more: the attributes
+// not read yet fail with ctx's cause.
+func (v *verifier) verify(ctx context.Context, c net.Conn) (*SecureConn, *RejectError) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return nil, &RejectError{Failures: []RuleError{{

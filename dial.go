@@ -61,7 +61,7 @@ func (d *Dialer) DialSecure(ctx context.Context, network, address string) (*Secu
 	if err != nil {
 		return nil, err
 	}
-	sc, rej := v.verify(c)
+	sc, rej := v.verify(ctx, c)
 	if rej != nil {
 		c.Close()
 		return nil, opErr(rej)

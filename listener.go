@@ -133,7 +133,7 @@ func (l *Listener) AcceptSecure() (*SecureConn, error) {
 			}
 			return nil, err
 		}
-		sc, rej := l.v.verify(c)
+		sc, rej := l.v.verify(context.Background(), c)
 		if rej == nil {
 			return sc, nil
 		}

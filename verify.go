@@ -1,6 +1,9 @@
 package secnet
 
-import "net"
+import (
+	"context"
+	"net"
+)
 
 // Verify checks the peer of a connection that was accepted or dialed
 // without secnet, and returns it as a *SecureConn when the peer passes
@@ -27,7 +30,7 @@ func Verify(c net.Conn, rules ...Rule) (*SecureConn, error) {
 		}
 		return sc, nil
 	}
-	sc, rej := v.verify(c)
+	sc, rej := v.verify(context.Background(), c)
 	if rej != nil {
 		return nil, rej
 	}
