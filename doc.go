@@ -129,14 +129,19 @@
 //
 // # Socket files
 //
-// Listen creates the socket file with the mode and owner of ListenConfig
-// before it appears at its path, replaces a stale socket file that no
-// process listens on, refuses to replace anything else, and removes the
-// file on Close.
+// Listen binds the socket at its own path, as net.Listen does, so that
+// Addr, every connection's LocalAddr and the client's RemoteAddr name it.
+// With the Mode, Owner and Group of ListenConfig the socket is created
+// open to its owner only (mode&0700, whatever the umask), then given its
+// owner, group and mode through a handle that does not follow symlinks,
+// and checked. Listen replaces a stale socket file that no process
+// listens on, refuses to replace anything else (the error says what is
+// there), and Close removes the file if it is still the one created.
 //
 // # Platforms
 //
 // Peer verification is implemented for Linux. The package builds on other
 // Unix systems, where every peer is rejected with an error that names the
-// operating system.
+// operating system, and where ListenConfig's Mode, Owner and Group are an
+// error (bind there does not honour a mode set before it).
 package secnet

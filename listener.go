@@ -14,15 +14,17 @@ import (
 // manner of net.ListenConfig. The zero value is ready to use.
 type ListenConfig struct {
 	// Mode, when not zero, is the permission of the socket file. It is set
-	// exactly (the process umask does not apply) before the file appears
-	// at its path, so the socket is never reachable with wider
-	// permissions. When zero the file gets what net.Listen would give it:
-	// 0777 less the umask. Connecting needs write permission on the file.
+	// exactly (the process umask does not apply), and the socket is never
+	// reachable at its path with wider permissions: it is bound with at
+	// most Mode&0700 (only its owner can connect), given its Owner and
+	// Group, and then Mode. When zero the file gets what net.Listen would
+	// give it: 0777 less the umask. Connecting needs write permission on
+	// the file. Linux only: elsewhere Mode, Owner and Group are an error.
 	Mode os.FileMode
 
 	// Owner and Group, when not empty, name the user and the group (a
-	// name or a numeric id) that own the socket file. Like Mode, they are
-	// applied before the file appears at its path.
+	// name or a numeric id) that own the socket file. They are set before
+	// the socket is open to anyone but its owner.
 	Owner, Group string
 
 	// Rejected, when not nil, is called with the reasons for each
@@ -44,13 +46,17 @@ type ListenConfig struct {
 
 // Listen announces on the Unix socket address and returns a listener that
 // accepts only peers that pass every rule. network is "unix" or
-// "unixpacket". An address starting with "@" names a Linux abstract
-// socket, which has no file and so no permissions: the rules are its only
-// protection, and Mode, Owner and Group cannot be used with it.
+// "unixpacket". An address starting with "@" or "\x00" names a Linux
+// abstract socket, which has no file and so no permissions: the rules are
+// its only protection, and Mode, Owner and Group cannot be used with it.
+// A path may have up to 107 bytes (sun_path holds 108 with the NUL).
 //
-// A socket file left at address by a server that is gone (nothing
-// listens on it) is replaced; any other existing file is an error and is
-// left in place. Close removes the socket file.
+// The socket is bound at address itself, so Addr, every connection's
+// LocalAddr and the client's RemoteAddr name it. A socket file left at
+// address by a server that is gone (nothing listens on it) is replaced;
+// any other existing file is an error and is left in place, and a
+// symlink there is never followed. Close removes the socket file if it
+// is still the one Listen created.
 func (lc *ListenConfig) Listen(ctx context.Context, network, address string, rules ...Rule) (*Listener, error) {
 	v := newVerifier(rules)
 	if v.err != nil {
@@ -123,13 +129,6 @@ func (l *Listener) AcceptSecure() (*SecureConn, error) {
 		if err != nil {
 			if l.closed.Load() && !errors.Is(err, net.ErrClosed) {
 				err = &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: net.ErrClosed}
-			}
-			// The inner listener was bound at a temporary path: name the
-			// socket's own. The error itself is passed on unchanged.
-			if oe, ok := err.(*net.OpError); ok && l.file != nil {
-				named := *oe
-				named.Addr = l.file.addr
-				err = &named
 			}
 			return nil, err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/user"
@@ -13,26 +14,53 @@ import (
 	"time"
 )
 
+// maxPathLen is the longest socket path, in bytes, that Listen binds:
+// sun_path less the terminating NUL that C clients put there.
+const maxPathLen = len(syscall.RawSockaddrUnix{}.Path) - 1
+
 // socketFile is a socket file created by Listen, removed by Close.
 type socketFile struct {
 	addr *net.UnixAddr
-	id   fileID // the file created, so that Close removes only it
+	id   sockID // the file created, so that Close removes only it
 }
 
+// sockID identifies a socket file. Inode numbers are reused at once on
+// some file systems: the type and the owner keep a file that another user
+// created in a freed inode from passing for the socket.
+type sockID struct {
+	fileID
+	uid uint32
+}
+
+var errNotSocket = errors.New("not a socket")
+
 // remove unlinks the socket file unless another file has replaced it.
-func (f *socketFile) remove() {
-	if id, err := lstatFileID(f.addr.Name); err == nil && id == f.id {
-		os.Remove(f.addr.Name)
+func (f *socketFile) remove() { removeIfSame(f.addr.Name, f.id) }
+
+// removeIfSame unlinks path if it is still the socket id. It never
+// removes a directory.
+func removeIfSame(path string, id sockID) bool {
+	if now, err := lstatSocket(path); err != nil || now != id {
+		return false
 	}
+	return syscall.Unlink(path) == nil
+}
+
+// isAbstract reports whether address names a Linux abstract socket, in
+// either form net.Listen accepts: "@name" or "\x00name".
+func isAbstract(address string) bool {
+	return len(address) > 0 && (address[0] == '@' || address[0] == 0)
 }
 
 // listenUnix creates the listening socket for lc.
 //
-// A path socket is bound inside a new directory of mode 0700 next to the
-// final path, where no other user can reach it; its mode and owner are
-// set there; then it is hard-linked into place, which fails rather than
-// replace an existing file. So the socket never appears at its path with
-// wider permissions than asked, without touching the process umask.
+// A path socket is bound at its own path, so that the kernel's name for
+// it (Addr, every connection's LocalAddr, the client's RemoteAddr) is
+// that path. When Mode, Owner or Group is set, the socket is restricted
+// to its owner before bind (the file is created with at most mode&0700),
+// then given its owner and group and its full mode through a handle that
+// does not follow symlinks, and checked (see secureSocketFile). The
+// process umask is never changed.
 func listenUnix(ctx context.Context, lc *ListenConfig, network, address string) (*net.UnixListener, *socketFile, error) {
 	fail := func(err error) (*net.UnixListener, *socketFile, error) {
 		return nil, nil, listenError(network, address, err)
@@ -41,7 +69,7 @@ func listenUnix(ctx context.Context, lc *ListenConfig, network, address string) 
 		return fail(net.UnknownNetworkError(network))
 	}
 	nlc := net.ListenConfig{Control: lc.Control}
-	if len(address) > 0 && address[0] == '@' {
+	if isAbstract(address) {
 		if lc.Mode != 0 || lc.Owner != "" || lc.Group != "" {
 			return fail(errors.New("an abstract socket has no file: Mode, Owner and Group cannot apply"))
 		}
@@ -54,81 +82,174 @@ func listenUnix(ctx context.Context, lc *ListenConfig, network, address string) 
 	if address == "" {
 		return fail(errors.New("empty socket path"))
 	}
+	if len(address) > maxPathLen {
+		return fail(fmt.Errorf("the socket path is %d bytes long; the limit is %d bytes (sun_path holds %d, with the terminating NUL)",
+			len(address), maxPathLen, maxPathLen+1))
+	}
 	uid, gid, err := lookupOwner(lc.Owner, lc.Group)
 	if err != nil {
 		return fail(err)
 	}
-	dir, err := os.MkdirTemp(filepath.Dir(address), ".sn")
+	mode := lc.Mode.Perm()
+	secure := lc.Mode != 0 || uid >= 0 || gid >= 0
+	if secure && lc.Mode == 0 {
+		// net.Listen's mode, 0777 less the umask, is the final mode: it
+		// must be known to keep the socket closed until the owner is set.
+		if mode, err = defaultSocketMode(); err != nil {
+			return fail(fmt.Errorf("Owner or Group without Mode: %w; set Mode", err))
+		}
+	}
+	if secure {
+		nlc.Control = func(network, address string, c syscall.RawConn) error {
+			if lc.Control != nil {
+				if err := lc.Control(network, address, c); err != nil {
+					return err
+				}
+			}
+			return restrictBeforeBind(c, mode&0700)
+		}
+	}
+	ln, err := bindReplacingStale(ctx, &nlc, network, address)
 	if err != nil {
 		return fail(err)
 	}
-	defer os.Remove(dir)
-	tmp := filepath.Join(dir, "s")
-	defer os.Remove(tmp)
-	l, err := nlc.Listen(ctx, network, tmp)
-	if err != nil {
-		return fail(fmt.Errorf("binding in %s: %w", dir, err))
+	ln.SetUnlinkOnClose(false) // Close removes the file only if it is still ours
+	var id sockID
+	if secure {
+		id, err = secureSocketFile(address, mode, uid, gid)
+	} else {
+		id, err = lstatSocket(address)
 	}
-	ln := l.(*net.UnixListener)
-	ln.SetUnlinkOnClose(false)
-	file, err := placeSocket(tmp, address, network, lc.Mode, uid, gid)
 	if err != nil {
 		ln.Close()
 		return fail(err)
 	}
-	return ln, file, nil
+	return ln, &socketFile{addr: &net.UnixAddr{Name: address, Net: network}, id: id}, nil
 }
 
-// placeSocket sets the mode and owner of the socket at tmp and links it to
-// address, replacing a stale socket file but nothing else.
-func placeSocket(tmp, address, network string, mode os.FileMode, uid, gid int) (*socketFile, error) {
-	if mode != 0 {
-		if err := os.Chmod(tmp, mode.Perm()); err != nil {
-			return nil, err
+// bindReplacingStale binds a listening socket at address. If a file is in
+// the way, it is removed only if it is a socket that nothing listens on,
+// and the bind is tried again.
+func bindReplacingStale(ctx context.Context, nlc *net.ListenConfig, network, address string) (*net.UnixListener, error) {
+	for attempt := 0; ; attempt++ {
+		l, err := nlc.Listen(ctx, network, address)
+		if err == nil {
+			return l.(*net.UnixListener), nil
 		}
-	}
-	if uid >= 0 || gid >= 0 {
-		if err := os.Lchown(tmp, uid, gid); err != nil {
-			return nil, err
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, bindError(address, err)
 		}
-	}
-	err := os.Link(tmp, address)
-	if errors.Is(err, os.ErrExist) {
+		if attempt == 3 {
+			return nil, fmt.Errorf("a new file keeps appearing at the path while the stale one is removed: %w", syscall.EADDRINUSE)
+		}
 		if err := removeStale(address); err != nil {
 			return nil, err
 		}
-		err = os.Link(tmp, address)
 	}
+}
+
+// bindError says in words why bind failed, naming the directory at fault.
+func bindError(address string, err error) error {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return err
+	}
+	dir := filepath.Dir(address)
+	switch errno {
+	case syscall.EACCES, syscall.EPERM:
+		return fmt.Errorf("permission denied: %s (%w)", whichDirDenies(dir), errno)
+	case syscall.ENOENT:
+		return fmt.Errorf("the directory %q does not exist (%w)", dir, errno)
+	case syscall.ENOTDIR:
+		return fmt.Errorf("a component of the directory %q is not a directory (%w)", dir, errno)
+	case syscall.EROFS:
+		return fmt.Errorf("the directory %q is on a read-only file system (%w)", dir, errno)
+	}
+	return err
+}
+
+// whichDirDenies finds the directory that keeps this process from
+// creating a file in dir: the first one above it it cannot search, or dir
+// itself when it cannot write there.
+func whichDirDenies(dir string) string {
+	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, err
+		abs = dir
 	}
-	id, err := lstatFileID(address)
-	if err != nil {
-		return nil, err
+	var chain []string
+	for d := abs; ; d = filepath.Dir(d) {
+		chain = append(chain, d)
+		if d == filepath.Dir(d) {
+			break
+		}
 	}
-	return &socketFile{addr: &net.UnixAddr{Name: address, Net: network}, id: id}, nil
+	for i := len(chain) - 1; i >= 0; i-- {
+		if !canAccess(chain[i], accessSearch) {
+			return fmt.Sprintf("this process (uid %d) cannot search the directory %q", os.Geteuid(), chain[i])
+		}
+	}
+	if !canAccess(abs, accessWrite) {
+		return fmt.Sprintf("this process (uid %d) cannot create files in the directory %q", os.Geteuid(), dir)
+	}
+	return fmt.Sprintf("creating a file in the directory %q", dir)
 }
 
 // removeStale removes the socket file at path if no one listens on it.
+// Anything else is left in place: a live socket is EADDRINUSE, another
+// kind of file an error that says what it is.
 func removeStale(path string) error {
 	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // gone meanwhile: bind again
+	}
 	if err != nil {
 		return err
 	}
-	if fi.Mode().Type() != os.ModeSocket {
-		return fmt.Errorf("%s exists and is not a socket (%s); not replacing it", path, fi.Mode().Type())
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("the path exists and is %s, not a socket; it is left in place", fileKind(fi.Mode()))
+	}
+	id, err := lstatSocket(path)
+	if err != nil {
+		return nil // replaced meanwhile: bind again, and look again
 	}
 	for _, network := range []string{"unix", "unixpacket"} {
 		c, err := net.DialTimeout(network, path, time.Second)
 		if err == nil {
 			c.Close()
-			return fmt.Errorf("another process is listening on %s: %w", path, syscall.EADDRINUSE)
+			return fmt.Errorf("another process is listening on the socket at the path: %w", syscall.EADDRINUSE)
+		}
+		if errors.Is(err, syscall.ENOENT) {
+			return nil // gone meanwhile: bind again
 		}
 		if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.EPROTOTYPE) {
-			return fmt.Errorf("checking whether %s is in use: %w", path, err)
+			return fmt.Errorf("checking whether the socket at the path is in use: %w", err)
 		}
 	}
-	return os.Remove(path)
+	// Only the socket that was found unused is removed: if another file
+	// took its place meanwhile, nothing is removed and bind says so.
+	removeIfSame(path, id)
+	return nil
+}
+
+// fileKind names the type of a file in words.
+func fileKind(m fs.FileMode) string {
+	switch m.Type() {
+	case 0:
+		return "a regular file"
+	case fs.ModeDir:
+		return "a directory"
+	case fs.ModeSymlink:
+		return "a symbolic link"
+	case fs.ModeNamedPipe:
+		return "a named pipe"
+	case fs.ModeSocket:
+		return "a socket"
+	case fs.ModeDevice:
+		return "a block device"
+	case fs.ModeDevice | fs.ModeCharDevice:
+		return "a character device"
+	}
+	return "a file of an unknown type"
 }
 
 // lookupOwner resolves user and group names or numeric ids; -1 for empty.

@@ -21,3 +21,16 @@ func statxID(path string, flags int) (fileID, error) {
 	}
 	return statxFileID(&stx), nil
 }
+
+// lstatSocket is lstatFileID of a socket, with its owner, in one system
+// call: it fails with errNotSocket for any other kind of file.
+func lstatSocket(path string) (sockID, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE|unix.STATX_INO|unix.STATX_UID, &stx); err != nil {
+		return sockID{}, err
+	}
+	if stx.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return sockID{}, errNotSocket
+	}
+	return sockID{statxFileID(&stx), stx.Uid}, nil
+}

@@ -12,3 +12,7 @@ func statFileID(path string) (fileID, error) {
 }
 
 func lstatFileID(path string) (fileID, error) { return statFileID(path) }
+
+func lstatSocket(path string) (sockID, error) {
+	return sockID{}, fmt.Errorf("comparing files on %s: %w", runtime.GOOS, ErrUnsupported)
+}
