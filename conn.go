@@ -13,8 +13,9 @@ import (
 // (and Recheck, with KeepPidfd).
 type SecureConn struct {
 	*net.UnixConn
-	id   identity
-	held *heldPeer // the peer's pidfd, with KeepPidfd
+	id     identity
+	held   *heldPeer // the peer's pidfd, with KeepPidfd
+	server serverID  // who created the listening socket, for SharedSecret
 }
 
 // Peer returns the identity of the process at the other end. Attributes
@@ -27,15 +28,17 @@ func (c *SecureConn) Peer() Peer {
 
 // verifier applies rules to connections.
 type verifier struct {
-	rules []Rule
-	need  attrs
-	opts  readOptions
-	keep  bool  // keep each peer's pidfd for Recheck
-	err   error // the rules are invalid: nothing is accepted
+	rules  []Rule   // the rules that look at the identity alone
+	hs     []Rule   // handshake rules, run after every other rule passed
+	server serverID // who created the listening socket, when known
+	need   attrs
+	opts   readOptions
+	keep   bool  // keep each peer's pidfd for Recheck
+	err    error // the rules are invalid: nothing is accepted
 }
 
 func newVerifier(rules []Rule) verifier {
-	v := verifier{rules: append([]Rule(nil), rules...), need: attrCred}
+	v := verifier{need: attrCred}
 	if len(rules) == 0 {
 		v.err = fmt.Errorf("secnet: no rules given (use secnet.Anyone() to accept every local peer explicitly)")
 	}
@@ -45,14 +48,20 @@ func newVerifier(rules []Rule) verifier {
 			break
 		}
 		v.need |= r.need
+		if r.hs != nil {
+			v.hs = append(v.hs, r)
+		} else {
+			v.rules = append(v.rules, r)
+		}
 	}
 	return v
 }
 
-// verify reads what the rules need from c and applies every rule. It
-// returns the verified connection, or the reasons it was rejected; it
-// never closes c. Once ctx is done it reads nothing more: the attributes
-// not read yet fail with ctx's cause.
+// verify reads what the rules need from c and applies every rule, the
+// handshake rules last. It returns the verified connection, or the
+// reasons it was rejected; it never closes c. Once ctx is done it reads
+// nothing more: the attributes not read yet fail with ctx's cause, and a
+// handshake stops.
 func (v *verifier) verify(ctx context.Context, c net.Conn) (*SecureConn, *RejectError) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
@@ -60,7 +69,7 @@ func (v *verifier) verify(ctx context.Context, c net.Conn) (*SecureConn, *Reject
 			Rule: "unix", Err: fmt.Errorf("connection is a %T, not a Unix socket", c),
 		}}}
 	}
-	sc := &SecureConn{UnixConn: uc, id: identity{conn: uc, opts: v.opts}}
+	sc := &SecureConn{UnixConn: uc, id: identity{conn: uc, opts: v.opts}, server: v.server}
 	p := &sc.id.peer
 	readPeer(uc, v.need, p, v.opts)
 	if rej := v.check(p); rej != nil {
@@ -68,6 +77,12 @@ func (v *verifier) verify(ctx context.Context, c net.Conn) (*SecureConn, *Reject
 	}
 	if v.keep {
 		sc.held = holdPeer(uc, p, v.opts)
+	}
+	if rej := v.handshake(ctx, sc); rej != nil {
+		if sc.held != nil {
+			sc.held.close()
+		}
+		return nil, rej
 	}
 	return sc, nil
 }

@@ -2,6 +2,7 @@ package secnet
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"time"
 )
@@ -20,6 +21,16 @@ type Dialer struct {
 	// Timeout bounds the connect, as net.Dialer.Timeout does. Zero means
 	// no timeout beyond the context's.
 	Timeout time.Duration
+
+	// Handshake, when not nil, runs after the server passed Rules and
+	// before DialSecure returns, to answer a server's handshake rule
+	// (ProveSharedSecret answers SharedSecret). Its error, wrapped in a
+	// *net.OpError, is Dial's; the connection is then closed. ctx is
+	// Dial's context, bounded by Timeout (the connect and the handshake
+	// together), or by 10 seconds when neither sets a deadline; the
+	// connection's deadline follows it while Handshake runs and is
+	// cleared afterwards.
+	Handshake func(ctx context.Context, c *SecureConn) error
 
 	// KeepPidfd makes the *SecureConn keep a pidfd of the server process
 	// (one more file descriptor, closed by Close), so that
@@ -50,6 +61,9 @@ func (d *Dialer) DialSecure(ctx context.Context, network, address string) (*Secu
 	opErr := func(err error) error {
 		return &net.OpError{Op: "dial", Net: network, Addr: &net.UnixAddr{Name: address, Net: network}, Err: err}
 	}
+	if v.err == nil && len(v.hs) > 0 {
+		v.err = fmt.Errorf("secnet: handshake rule %s in Dialer.Rules: a client answers a server's handshake with Dialer.Handshake", v.hs[0].desc)
+	}
 	if v.err != nil {
 		return nil, opErr(v.err)
 	}
@@ -57,6 +71,15 @@ func (d *Dialer) DialSecure(ctx context.Context, network, address string) (*Secu
 		return nil, opErr(net.UnknownNetworkError(network))
 	}
 	nd := net.Dialer{Timeout: d.Timeout}
+	if _, ok := ctx.Deadline(); d.Handshake != nil && (d.Timeout > 0 || !ok) {
+		timeout := d.Timeout
+		if timeout == 0 {
+			timeout = defaultHandshakeTimeout
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	c, err := nd.DialContext(ctx, network, address)
 	if err != nil {
 		return nil, err
@@ -65,6 +88,12 @@ func (d *Dialer) DialSecure(ctx context.Context, network, address string) (*Secu
 	if rej != nil {
 		c.Close()
 		return nil, opErr(rej)
+	}
+	if d.Handshake != nil {
+		if err := runHandshake(ctx, sc, d.Handshake); err != nil {
+			sc.Close()
+			return nil, opErr(err)
+		}
 	}
 	return sc, nil
 }

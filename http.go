@@ -2,6 +2,7 @@ package secnet
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 )
@@ -53,13 +54,17 @@ func PeerFromContext(ctx context.Context) (Peer, bool) {
 // connection carries no identity (the server does not set
 // http.Server.ConnContext to ConnContext, or its listener is not a secnet
 // listener) is refused with 403 too. If the rules are invalid (see
-// Rule.Err), every request gets 500 Internal Server Error.
+// Rule.Err), or include a handshake rule (which belongs to the listener),
+// every request gets 500 Internal Server Error.
 //
 // The rules may need parts of the identity that the listener's rules did
 // not (a Program rule behind a UID listener): they are read on the first
 // request of a connection and kept for the next ones.
 func Require(rules ...Rule) func(http.Handler) http.Handler {
 	v := newVerifier(rules)
+	if v.err == nil && len(v.hs) > 0 {
+		v.err = fmt.Errorf("secnet: Require cannot run handshake rule %s: a request arrives after the connection's handshake; give it to the listener", v.hs[0].desc)
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if v.err != nil {

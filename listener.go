@@ -67,6 +67,9 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string, rul
 		return nil, err
 	}
 	v.keep = lc.KeepPidfd
+	if len(v.hs) > 0 {
+		v.server = listenerServer(inner)
+	}
 	return &Listener{inner: inner, v: v, rejected: lc.Rejected, file: file}, nil
 }
 
@@ -84,7 +87,11 @@ func Listen(network, address string, rules ...Rule) (*Listener, error) {
 // sockets are rejected. If the rules are invalid (see Rule.Err), Accept
 // returns that error and accepts nothing.
 func NewListener(inner net.Listener, rules ...Rule) *Listener {
-	return &Listener{inner: inner, v: newVerifier(rules)}
+	v := newVerifier(rules)
+	if len(v.hs) > 0 {
+		v.server = listenerServer(inner)
+	}
+	return &Listener{inner: inner, v: v}
 }
 
 // Listener is a net.Listener that hands out only verified connections.
@@ -132,7 +139,9 @@ func (l *Listener) AcceptSecure() (*SecureConn, error) {
 			}
 			return nil, err
 		}
-		sc, rej := l.v.verify(context.Background(), c)
+		ctx, cancel := context.WithTimeout(context.Background(), defaultHandshakeTimeout)
+		sc, rej := l.v.verify(ctx, c)
+		cancel()
 		if rej == nil {
 			return sc, nil
 		}

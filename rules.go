@@ -1,6 +1,7 @@
 package secnet
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -25,7 +26,8 @@ type Rule struct {
 	desc  string // the rule with its arguments: "uid(0, 1000)"
 	need  attrs  // what the rule and its children read
 	check func(*Peer) error
-	err   error // why the rule could not be built
+	hs    func(context.Context, *SecureConn) error // a handshake rule: talks to the peer (handshake.go)
+	err   error                                    // why the rule could not be built
 }
 
 // Name returns the rule's short name, used in errors and logs: "uid",
@@ -329,6 +331,9 @@ func Not(r Rule) Rule {
 	if err := r.Err(); err != nil {
 		return invalid("not", err)
 	}
+	if r.hs != nil {
+		return invalid("not", errNestedHandshake(r))
+	}
 	return Rule{name: "not", desc: "not(" + r.desc + ")", need: r.need, check: func(p *Peer) error {
 		err := r.Check(p)
 		switch {
@@ -351,6 +356,9 @@ func combine(name string, rules []Rule, check func(*Peer) error) Rule {
 	for i, r := range rules {
 		if err := r.Err(); err != nil {
 			return invalid(name, err)
+		}
+		if r.hs != nil {
+			return invalid(name, errNestedHandshake(r))
 		}
 		need |= r.need
 		descs[i] = r.desc

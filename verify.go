@@ -19,7 +19,20 @@ import (
 // Verify lets code that receives raw connections from elsewhere, such as a
 // gRPC transport handshake or a connection passed by another process,
 // apply rules to them.
+//
+// Handshake rules (see Handshake) run after the others passed, also on a
+// *SecureConn accepted earlier, within 10 seconds; VerifyContext takes
+// the deadline from a context instead.
 func Verify(c net.Conn, rules ...Rule) (*SecureConn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultHandshakeTimeout)
+	defer cancel()
+	return VerifyContext(ctx, c, rules...)
+}
+
+// VerifyContext is Verify with the handshake rules running under ctx:
+// its deadline bounds them, and cancelling it stops them. A ctx without a
+// deadline lets a handshake wait for the peer for as long as it likes.
+func VerifyContext(ctx context.Context, c net.Conn, rules ...Rule) (*SecureConn, error) {
 	v := newVerifier(rules)
 	if v.err != nil {
 		return nil, v.err
@@ -28,9 +41,12 @@ func Verify(c net.Conn, rules ...Rule) (*SecureConn, error) {
 		if rej := v.checkConn(sc); rej != nil {
 			return nil, rej
 		}
+		if rej := v.handshake(ctx, sc); rej != nil {
+			return nil, rej
+		}
 		return sc, nil
 	}
-	sc, rej := v.verify(context.Background(), c)
+	sc, rej := v.verify(ctx, c)
 	if rej != nil {
 		return nil, rej
 	}
