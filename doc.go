@@ -78,6 +78,30 @@
 // and Not of such a rule fails too. A listener reads only what its rules
 // need: UID rules cost one getsockopt and never touch /proc.
 //
+// # Handshakes
+//
+// Kernel identity cannot tell apart two containers that run as the same
+// uid, nor name the program of a peer whose pid is 0. Handshake makes a
+// rule that talks to the peer; SharedSecret is the built-in one, proof
+// that the peer holds a key:
+//
+//	ln, err := secnet.Listen("unix", "/run/myd.sock", secnet.UID(1000), secnet.SharedSecret(key))
+//
+//	// the client: Dial fails with a reason when the server refuses its key
+//	d := secnet.Dialer{Rules: []secnet.Rule{secnet.UID(0)}, Handshake: secnet.ProveSharedSecret(key)}
+//	c, err := d.DialContext(ctx, "unix", "/run/myd.sock")
+//
+// Handshake rules run only after every other rule passed, so a peer that
+// fails a kernel rule is never challenged; they run under the verification
+// deadline, never on the goroutine that calls Accept; what they read is
+// consumed. They are valid only among the rules given to Listen,
+// NewListener or Verify directly, not inside AnyOf, AllOf or Not. The
+// SharedSecret answer is an HMAC-SHA256 of a fresh random challenge and of
+// the server's uid as the client sees it, so a relay by another user is
+// refused. It proves possession of the key, and so nothing when other
+// users can read the key. SharedSecrets accepts several keys, for
+// rotation. docs/handshake.md describes the exchange byte by byte.
+//
 // # Checking a peer again
 //
 // Rules decide when a connection is accepted. With KeepPidfd (in
