@@ -56,43 +56,90 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 
 // DialSecure is DialContext with the connection's own type.
 func (d *Dialer) DialSecure(ctx context.Context, network, address string) (*SecureConn, error) {
-	v := newVerifier(d.Rules)
-	v.keep = d.KeepPidfd
 	opErr := func(err error) error {
 		return &net.OpError{Op: "dial", Net: network, Addr: &net.UnixAddr{Name: address, Net: network}, Err: err}
 	}
-	if v.err == nil && len(v.hs) > 0 {
-		v.err = fmt.Errorf("secnet: handshake rule %s in Dialer.Rules: a client answers a server's handshake with Dialer.Handshake", v.hs[0].desc)
-	}
-	if v.err != nil {
-		return nil, opErr(v.err)
+	v, err := d.verifier()
+	if err != nil {
+		return nil, opErr(err)
 	}
 	if network != "unix" && network != "unixpacket" {
 		return nil, opErr(net.UnknownNetworkError(network))
 	}
+	ctx, cancel := d.context(ctx)
+	defer cancel()
 	nd := net.Dialer{Timeout: d.Timeout}
-	if _, ok := ctx.Deadline(); d.Handshake != nil && (d.Timeout > 0 || !ok) {
-		timeout := d.Timeout
-		if timeout == 0 {
-			timeout = defaultHandshakeTimeout
-		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
 	c, err := nd.DialContext(ctx, network, address)
 	if err != nil {
 		return nil, err
 	}
-	sc, rej := v.verify(ctx, c)
-	if rej != nil {
+	sc, err := d.verify(ctx, &v, c)
+	if err != nil {
 		c.Close()
-		return nil, opErr(rej)
+		return nil, opErr(err)
+	}
+	return sc, nil
+}
+
+// VerifyConn verifies the server at the other end of c, a connection
+// dialed elsewhere (by a gRPC transport, say), as DialSecure does once it
+// has connected: the server must pass Rules, then Handshake runs, under
+// ctx bounded as for DialSecure. c must be a *net.UnixConn, or a
+// *SecureConn that has not run the handshake yet. It returns a
+// *RejectError, or the error of Handshake; it never closes c.
+func (d *Dialer) VerifyConn(ctx context.Context, c net.Conn) (*SecureConn, error) {
+	v, err := d.verifier()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := d.context(ctx)
+	defer cancel()
+	return d.verify(ctx, &v, c)
+}
+
+func (d *Dialer) verifier() (verifier, error) {
+	v := newVerifier(d.Rules)
+	v.keep = d.KeepPidfd
+	if v.err == nil && len(v.hs) > 0 {
+		v.err = fmt.Errorf("secnet: handshake rule %s in Dialer.Rules: a client answers a server's handshake with Dialer.Handshake", v.hs[0].desc)
+	}
+	return v, v.err
+}
+
+// context bounds ctx for a dial with a handshake: by Timeout, or by
+// defaultHandshakeTimeout when ctx has no deadline.
+func (d *Dialer) context(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); d.Handshake == nil || (d.Timeout == 0 && ok) {
+		return ctx, func() {}
+	}
+	timeout := d.Timeout
+	if timeout == 0 {
+		timeout = defaultHandshakeTimeout
+	}
+	return context.WithTimeout(ctx, timeout)
+}
+
+// verify applies v to c and runs the handshake. On failure a *SecureConn
+// made here is released (its pidfd closed), c is left open.
+func (d *Dialer) verify(ctx context.Context, v *verifier, c net.Conn) (*SecureConn, error) {
+	var sc *SecureConn
+	if s, ok := c.(*SecureConn); ok {
+		if rej := v.checkConn(s); rej != nil {
+			return nil, rej
+		}
+		sc = s
+	} else {
+		var rej *RejectError
+		if sc, rej = v.verify(ctx, c); rej != nil {
+			return nil, rej
+		}
 	}
 	if d.Handshake != nil {
 		if err := runHandshake(ctx, sc, d.Handshake); err != nil {
-			sc.Close()
-			return nil, opErr(err)
+			if sc != c && sc.held != nil {
+				sc.held.close()
+			}
+			return nil, err
 		}
 	}
 	return sc, nil

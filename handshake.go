@@ -196,6 +196,50 @@ func checkKey(k []byte) error {
 	return nil
 }
 
+// maxSecretFile is the size of the largest key file ReadSecretFile reads.
+const maxSecretFile = 64 << 10
+
+// ReadSecretFile reads a key for SharedSecret or ProveSharedSecret from
+// the file at path, byte for byte (a trailing newline is part of the key).
+// The file must be a regular file that neither its group nor others may
+// read or write (mode 0600 or 0400): a key that other users can read
+// proves nothing, and one they can write they can choose. The error says
+// which of these is wrong. The key must be 16 bytes long at least.
+func ReadSecretFile(path string) ([]byte, error) {
+	fail := func(format string, a ...any) ([]byte, error) {
+		return nil, fmt.Errorf("secnet: secret file %q: %s", path, fmt.Sprintf(format, a...))
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("secnet: secret file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("secnet: secret file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fail("not a regular file (%s)", fi.Mode().Type())
+	}
+	if perm := fi.Mode().Perm(); perm&0o066 != 0 {
+		return fail("mode %04o lets its group or others read or write it: a key others can read proves nothing (chmod 0600 %s)", perm, path)
+	}
+	if fi.Size() > maxSecretFile {
+		return fail("%d bytes; a key file holds at most %d", fi.Size(), maxSecretFile)
+	}
+	key, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("secnet: secret file: %w", err)
+	}
+	if len(key) > maxSecretFile {
+		return fail("more than %d bytes", maxSecretFile)
+	}
+	if err := checkKey(key); err != nil {
+		return fail("%v", err)
+	}
+	return key, nil
+}
+
 // ssMAC is the MAC a client answers with.
 func ssMAC(key, nonce []byte, serverUID uint32) []byte {
 	m := hmac.New(sha256.New, key)

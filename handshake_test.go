@@ -608,3 +608,75 @@ func TestSharedSecretHTTP(t *testing.T) {
 		t.Errorf("http.Server saw %d connections, want 1 (the one that passed)", n)
 	}
 }
+
+func TestReadSecretFile(t *testing.T) {
+	dir := sockDir(t)
+	key := testKey(t)
+	write := func(name string, b []byte, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good", key, 0600)
+	os.Symlink(good, filepath.Join(dir, "link"))
+	for _, tc := range []struct {
+		path string
+		want string // in the error; "" for success
+	}{
+		{good, ""},
+		{write("ro", key, 0400), ""},
+		{filepath.Join(dir, "link"), ""}, // a symlink to a good file, as Kubernetes mounts secrets
+		{write("group", key, 0640), "mode 0640 lets its group or others read or write it"},
+		{write("other", key, 0604), "mode 0604"},
+		{write("gw", key, 0620), "mode 0620"},
+		{write("short", key[:15], 0600), "at least 16"},
+		{dir, "not a regular file"},
+		{filepath.Join(dir, "missing"), "no such file"},
+	} {
+		got, err := ReadSecretFile(tc.path)
+		switch {
+		case tc.want == "" && (err != nil || string(got) != string(key)):
+			t.Errorf("%s: %v", tc.path, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want an error containing %q", tc.path, err, tc.want)
+		}
+	}
+}
+
+// Dialer.VerifyConn answers the handshake on a connection dialed
+// elsewhere, as a gRPC transport does.
+func TestDialerVerifyConn(t *testing.T) {
+	key := testKey(t)
+	h := listen(t, Anyone(), SharedSecret(key))
+	h.start()
+	for _, k := range [][]byte{key, testKey(t)} {
+		raw, err := net.Dial("unix", h.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := Dialer{Rules: []Rule{SameUser()}, Handshake: ProveSharedSecret(k)}
+		sc, err := d.VerifyConn(context.Background(), raw)
+		if string(k) == string(key) {
+			if err != nil {
+				t.Fatalf("VerifyConn: %v", err)
+			}
+			h.mustAccept(t)
+			sc.Write([]byte("ping"))
+			buf := make([]byte, 4)
+			if _, err := io.ReadFull(sc, buf); err != nil || string(buf) != "pong" {
+				t.Errorf("after the handshake: %q, %v", buf, err)
+			}
+		} else {
+			if !errors.Is(err, ErrHandshakeRefused) {
+				t.Errorf("VerifyConn with a wrong key: %v", err)
+			}
+			h.mustReject(t)
+		}
+		raw.Close()
+	}
+}
