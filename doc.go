@@ -85,6 +85,7 @@
 // rule that talks to the peer; SharedSecret is the built-in one, proof
 // that the peer holds a key:
 //
+//	key, err := secnet.ReadSecretFile("/etc/myd/agent.key") // mode 0600 or 0400
 //	ln, err := secnet.Listen("unix", "/run/myd.sock", secnet.UID(1000), secnet.SharedSecret(key))
 //
 //	// the client: Dial fails with a reason when the server refuses its key
