@@ -235,7 +235,7 @@ func Cgroup(patterns ...string) Rule {
 				return nil
 			}
 		}
-		return fmt.Errorf("peer cgroup %s matches none of %s", p.Cgroup, orList(patterns))
+		return fmt.Errorf("peer cgroup %q matches none of %s", p.Cgroup, orList(patterns))
 	})
 }
 
@@ -270,9 +270,9 @@ func Unit(names ...string) Rule {
 			}
 		}
 		if info.unit == "" {
-			return fmt.Errorf("peer cgroup %s is in no systemd unit, so it is not in %s", p.Cgroup, orList(names))
+			return fmt.Errorf("peer cgroup %q is in no systemd unit, so it is not in %s", p.Cgroup, orList(names))
 		}
-		return fmt.Errorf("peer unit %s (cgroup %s) is not %s", info.unit, p.Cgroup, orList(names))
+		return fmt.Errorf("peer unit %q (cgroup %q) is not %s", info.unit, p.Cgroup, orList(names))
 	})
 }
 
@@ -402,7 +402,7 @@ func parseCgroupFile(s string) (string, error) {
 		return "", errors.New("no cgroup v2 (0::) or name=systemd line")
 	}
 	if strings.HasSuffix(path, " (deleted)") {
-		return "", fmt.Errorf("the cgroup %s was removed", path)
+		return "", fmt.Errorf("the cgroup %q was removed", path)
 	}
 	return path, nil
 }

@@ -355,7 +355,7 @@ func TestCgroupAndUnit(t *testing.T) {
 	// manager, whatever the user names its cgroups.
 	startInCgroup(t, bin, h.path, userUnit)
 	rej := h.mustReject(t)
-	if msg := rej.Error(); !strings.Contains(msg, "peer unit user@4242.service") || !strings.Contains(msg, "cgroup=/secnet-test.slice/user@4242.service/app.slice/"+scope) {
+	if msg := rej.Error(); !strings.Contains(msg, `peer unit "user@4242.service"`) || !strings.Contains(msg, `cgroup="/secnet-test.slice/user@4242.service/app.slice/`+scope) {
 		t.Errorf("rejection of a user unit: %q, want it to name user@4242.service and the cgroup", msg)
 	}
 	if rej.Peer.UserUnit != scope {

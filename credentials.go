@@ -162,7 +162,7 @@ func (p *Peer) Err() error {
 }
 
 // String formats the peer for logs, e.g.
-// "pid=1234 uid=1000 gid=1000 groups=[27 100] program=/usr/bin/myctl".
+// "pid=1234 uid=1000 gid=1000 groups=[27 100] program="/usr/bin/myctl".
 // Attributes that were not read are left out.
 func (p *Peer) String() string {
 	var b strings.Builder
@@ -177,7 +177,7 @@ func (p *Peer) String() string {
 	}
 	if p.Program != "" {
 		b.WriteString(" program=")
-		b.WriteString(p.Program)
+		b.WriteString(strconv.Quote(p.Program))
 	}
 	if p.Label != "" {
 		b.WriteString(" label=")
@@ -185,7 +185,7 @@ func (p *Peer) String() string {
 	}
 	if p.Cgroup != "" {
 		b.WriteString(" cgroup=")
-		b.WriteString(p.Cgroup)
+		b.WriteString(strconv.Quote(p.Cgroup))
 	}
 	return b.String()
 }

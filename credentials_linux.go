@@ -296,7 +296,7 @@ func readExe(pid, mask int, stx *unix.Statx_t) (string, fileID, error) {
 	}
 	path := string(buf[:n])
 	if stx.Nlink == 0 || strings.HasSuffix(path, " (deleted)") {
-		return "", fileID{}, fmt.Errorf("%w: %s", ErrProgramDeleted, path)
+		return "", fileID{}, fmt.Errorf("%w: %q", ErrProgramDeleted, path)
 	}
 	return path, statxFileID(stx), nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,7 +32,7 @@ func TestProgramRule(t *testing.T) {
 		{"match", Program(bin), bin, true, ""},
 		{"mismatch", Program("/bin/sh"), bin, false, "is not /bin/sh"},
 		{"symlinked rule path", Program(link), bin, true, ""},
-		{"copy at another path", Program(bin), cp, false, "program " + cp + " is not " + bin},
+		{"copy at another path", Program(bin), cp, false, "program " + strconv.Quote(cp) + " is not " + bin},
 		{"copy allowed by its own path", Program(cp), cp, true, ""},
 		{"one of several", Program("/bin/sh", bin), bin, true, ""},
 	}

@@ -60,7 +60,7 @@ func ProgramDigest(digests ...string) Rule {
 				return nil
 			}
 		}
-		return fmt.Errorf("peer program %s has sha256 %s, which is not %s", p.Program, p.ProgramSHA256, orList(hexes))
+		return fmt.Errorf("peer program %q has sha256 %s, which is not %s", p.Program, p.ProgramSHA256, orList(hexes))
 	})
 }
 

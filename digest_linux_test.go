@@ -80,7 +80,7 @@ func TestProgramDigestRule(t *testing.T) {
 		{"one of several", ProgramDigest(zeros, sum), bin, false, nil},
 		{"start-time fallback", ProgramDigest(sum), bin, true, nil},
 		{"wrong digest", ProgramDigest(zeros), bin, false, []string{"programdigest:", "has sha256 " + sum, "is not " + zeros, bin}},
-		{"modified copy", ProgramDigest(sum), mod, false, []string{"program " + mod + " has sha256 " + modSum, "is not " + sum}},
+		{"modified copy", ProgramDigest(sum), mod, false, []string{"program " + strconv.Quote(mod) + " has sha256 " + modSum, "is not " + sum}},
 		{"not of a modified copy", Not(ProgramDigest(sum)), mod, false, nil},
 		{"not of the same content", Not(ProgramDigest(sum)), cp, false, []string{"peer matches programdigest(sha256:" + sum + ")"}},
 	}

@@ -60,7 +60,7 @@ func TestRejectNamesEveryFailedRule(t *testing.T) {
 		t.Error("errors.Is(rej, ErrRejected) = false")
 	}
 	msg := rej.Error()
-	for _, want := range []string{"uid " + itoa(os.Getuid()) + " is not " + itoa(other), "program " + bin + " is not /bin/sh", "pid=" + itoa(cl.cmd.Process.Pid)} {
+	for _, want := range []string{"uid " + itoa(os.Getuid()) + " is not " + itoa(other), "program " + strconv.Quote(bin) + " is not /bin/sh", "pid=" + itoa(cl.cmd.Process.Pid)} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not say %q", msg, want)
 		}

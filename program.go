@@ -39,7 +39,7 @@ func Program(paths ...string) Rule {
 		if p.exe != (fileID{}) && slices.Contains(files.ids(), p.exe) {
 			return nil
 		}
-		return fmt.Errorf("peer program %s is not %s", p.Program, orList(paths))
+		return fmt.Errorf("peer program %q is not %s", p.Program, orList(paths))
 	})
 }
 

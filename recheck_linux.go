@@ -106,7 +106,7 @@ func (h *heldPeer) recheckFD(pidfd int) error {
 	case err != nil:
 		return err
 	case changed && now != "":
-		return fmt.Errorf("%w: %s", ErrProgramChanged, now)
+		return fmt.Errorf("%w: %q", ErrProgramChanged, now)
 	case changed:
 		return ErrProgramChanged
 	}

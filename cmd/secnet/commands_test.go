@@ -192,10 +192,10 @@ func TestDemo(t *testing.T) {
 	}
 	for _, want := range []string{
 		"Accepted. The listener verified:",
-		"program: " + secnetBin,
+		"program: " + strconv.Quote(secnetBin),
 		`The client read: "hello pid`,
 		"Rejected:\n     program: peer program ",
-		"secnet-copy is not " + secnetBin,
+		`secnet-copy" is not ` + secnetBin,
 		"The client read: nothing: the server closed the connection",
 	} {
 		if !strings.Contains(stdout, want) {

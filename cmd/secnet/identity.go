@@ -96,8 +96,8 @@ func (r *report) write(w io.Writer, asJSON bool) error {
 		groups[i] = named(g, name)
 	}
 	line("groups", orNone(strings.Join(groups, ", ")))
-	line("program", orNone(r.Program))
-	line("label", orNone(r.Label))
+	line("program", orNoneQuoted(r.Program))
+	line("label", orNoneQuoted(r.Label))
 	if r.Error != "" {
 		line("unread", r.Error)
 	}
@@ -125,6 +125,15 @@ func named(id int, name string) string {
 		return strconv.Itoa(id)
 	}
 	return strconv.Itoa(id) + " (" + name + ")"
+}
+
+// orNoneQuoted quotes s, a string the peer controls, so that it stays on
+// its line.
+func orNoneQuoted(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return strconv.Quote(s)
 }
 
 func orNone(s string) string {
