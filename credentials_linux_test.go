@@ -151,7 +151,7 @@ func TestCredentialRules(t *testing.T) {
 		{InGroup(7, 8), "in none of the groups 7 or 8"},
 		{User("daemon"), ""},
 		{User("root"), "is not user root"},
-		{User("root", "no-such-user-x"), "no user named no-such-user-x exists"},
+		{User("root", "no-such-user-x"), `rule user: no user named "no-such-user-x" exists`},
 		{Group("adm"), ""},
 		{Group("daemon"), ""},
 		{Group("lp"), "is not group lp"},

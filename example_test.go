@@ -83,10 +83,10 @@ func ExampleListenConfig() {
 // Rules combine: AnyOf passes when one alternative passes; the rules given
 // to Listen must all pass.
 func ExampleAnyOf() {
-	admin := secnet.AnyOf(secnet.UID(0), secnet.Group("wheel"))
+	admin := secnet.AnyOf(secnet.UID(0), secnet.Group("adm"))
 	tool := secnet.AllOf(admin, secnet.Not(secnet.Label("*_untrusted_t:*")))
 	fmt.Println(tool)
-	// Output: allof(anyof(uid(0), group(wheel)), not(label(*_untrusted_t:*)))
+	// Output: allof(anyof(uid(0), group(adm)), not(label(*_untrusted_t:*)))
 }
 
 // A custom check with access to the whole identity.

@@ -259,6 +259,23 @@ func TestRulesAreRequired(t *testing.T) {
 	if _, err := Listen("unix", path, Program("relative/path")); err == nil || !strings.Contains(err.Error(), "not absolute") {
 		t.Fatalf("Listen with a relative Program path: %v", err)
 	}
+	for _, tc := range []struct {
+		rule Rule
+		want string
+	}{
+		{Program("/usr/bin"), `rule program: "/usr/bin" is a directory, not an executable file`},
+		{Program("/bin/sh", "/etc/passwd"), `rule program: "/etc/passwd" is not executable (mode 0644 has no execute permission)`},
+		{User("root", "no-such-user-sn"), `rule user: no user named "no-such-user-sn" exists`},
+		{Group("no-such-group-sn"), `rule group: no group named "no-such-group-sn" exists`},
+		{Not(AnyOf(UID(0), User("no-such-user-sn"))), `no user named "no-such-user-sn" exists`},
+	} {
+		if err := tc.rule.Err(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: Err = %v, want %q", tc.rule, err, tc.want)
+		}
+		if _, err := Listen("unix", path, tc.rule); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Listen with %v: %v, want %q", tc.rule, err, tc.want)
+		}
+	}
 	if _, err := Listen("unix", path, Rule{}); err == nil {
 		t.Fatal("Listen with a zero Rule: no error")
 	}

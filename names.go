@@ -132,6 +132,25 @@ func (c *nameCache) groupName(gid int) (string, error) {
 	return e.name, e.err
 }
 
+// checkName says why the user or group (what) name cannot be used in a
+// rule: it does not exist, or it could not be looked up. User, Group and
+// the policy file refuse such names when the rule is built.
+func checkName(what, name string) error {
+	var err error
+	if what == "user" {
+		_, err = lookupCache.uid(name)
+	} else {
+		_, err = lookupCache.gid(name)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case isUnknownName(err):
+		return fmt.Errorf("no %s named %q exists", what, name)
+	}
+	return fmt.Errorf("looking up %s %q: %w", what, name, err)
+}
+
 // isUnknownName reports whether err says that a user or group does not exist.
 func isUnknownName(err error) bool {
 	var (

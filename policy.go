@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -199,8 +198,8 @@ func init() {
 		"uid":           {"a user id or an array of them", idRule(UID)},
 		"gid":           {"a group id or an array of them", idRule(GID)},
 		"ingroup":       {"a group id or an array of them", idRule(InGroup)},
-		"user":          {"a user name or an array of them", nameRule(User, "user", func(n string) error { _, err := lookupCache.uid(n); return err })},
-		"group":         {"a group name or an array of them", nameRule(Group, "group", func(n string) error { _, err := lookupCache.gid(n); return err })},
+		"user":          {"a user name or an array of them", nameRule(User, "user")},
+		"group":         {"a group name or an array of them", nameRule(Group, "group")},
 		"program":       {"an absolute path or an array of them", programRule},
 		"label":         {"a label pattern or an array of them", stringsRule(Label)},
 		"programdigest": {"a SHA-256 digest (64 hex digits, optionally sha256:) or an array of them", stringsRule(ProgramDigest)},
@@ -281,23 +280,16 @@ func idRule(fn func(...int) Rule) func(policyValue) (Rule, error) {
 
 // nameRule checks that each name exists (exists returns nil) before it
 // builds the rule.
-func nameRule(fn func(...string) Rule, what string, exists func(string) error) func(policyValue) (Rule, error) {
+func nameRule(fn func(...string) Rule, what string) func(policyValue) (Rule, error) {
 	return func(v policyValue) (Rule, error) {
 		names, err := v.strings()
 		if err != nil {
 			return Rule{}, err
 		}
 		for i, n := range names {
-			err := exists(n)
-			switch {
-			case err == nil:
-				continue
-			case isUnknownName(err):
-				err = fmt.Errorf("no %s named %q exists", what, n)
-			default:
-				err = fmt.Errorf("looking up %s %q: %w", what, n, err)
+			if err := checkName(what, n); err != nil {
+				return Rule{}, v.item(i).errorf("%w", err)
 			}
-			return Rule{}, v.item(i).errorf("%w", err)
 		}
 		return fn(names...), nil
 	}
@@ -309,10 +301,7 @@ func programRule(v policyValue) (Rule, error) {
 		return Rule{}, err
 	}
 	for i, p := range paths {
-		if !filepath.IsAbs(p) {
-			return Rule{}, v.item(i).errorf("program path %q is not absolute", p)
-		}
-		if _, err := os.Stat(p); err != nil {
+		if _, err := programPath(p); err != nil {
 			return Rule{}, v.item(i).errorf("program %w", err)
 		}
 	}

@@ -3,6 +3,7 @@ package secnet
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,8 +12,10 @@ import (
 )
 
 // Program passes a peer whose executable is one of the files at paths.
-// Each path must be absolute; it is resolved through symlinks when the
-// rule is built. The peer's executable is compared as a file (device and
+// Each path must be absolute and name an executable regular file (a
+// directory or a file without execute permission, which no process can
+// run, makes the rule invalid: see Rule.Err); it is resolved through
+// symlinks when the rule is built. The peer's executable is compared as a file (device and
 // inode), not as a string, with the file found at the resolved path when
 // the peer is checked (looked up again at most once a second): a copy of
 // the program elsewhere does not match, a program upgraded in place does
@@ -25,10 +28,7 @@ func Program(paths ...string) Rule {
 	}
 	resolved := make([]string, len(paths))
 	for i, p := range paths {
-		if !filepath.IsAbs(p) {
-			return invalid("program", fmt.Errorf("path %q is not absolute", p))
-		}
-		r, err := filepath.EvalSymlinks(p)
+		r, err := programPath(p)
 		if err != nil {
 			return invalid("program", err)
 		}
@@ -41,6 +41,29 @@ func Program(paths ...string) Rule {
 		}
 		return fmt.Errorf("peer program %q is not %s", p.Program, orList(paths))
 	})
+}
+
+// programPath checks that p can name a program: an absolute path to an
+// executable regular file. It returns p resolved through symlinks.
+func programPath(p string) (string, error) {
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("path %q is not absolute", p)
+	}
+	r, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(r)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case !fi.Mode().IsRegular():
+		return "", fmt.Errorf("%q is %s, not an executable file: no process can run it", p, fileKind(fi.Mode()))
+	case fi.Mode().Perm()&0o111 == 0:
+		return "", fmt.Errorf("%q is not executable (mode %#o has no execute permission): no process can run it", p, fi.Mode().Perm())
+	}
+	return r, nil
 }
 
 // filesRecheck bounds how long the identity of a Program rule's files is

@@ -38,7 +38,9 @@ func (r Rule) Name() string { return r.name }
 func (r Rule) String() string { return r.desc }
 
 // Err returns the error met while building the rule (a relative or missing
-// program path, an empty list, ...), or nil. Listen refuses rules with an
+// program path, a directory or a file that is not executable given to
+// Program, a user or group name that does not exist, an empty list, ...),
+// or nil. Listen refuses rules with an
 // error.
 func (r Rule) Err() error {
 	if r.check == nil {
@@ -159,12 +161,16 @@ func InGroup(gids ...int) Rule {
 // users. Names are resolved when a peer is checked, through a cache with a
 // bounded lifetime (see the package documentation), so that changes to the
 // user database are seen without a lookup per connection. A name that does
-// not exist matches no one. A name never matches a uid that has no mapping
-// in the listener's user namespace, even when it is the name of the
-// overflow id (User("nobody")): see Peer.UnmappedIDs.
+// not exist when the rule is built makes it invalid (see Rule.Err), as in a
+// policy file; one removed later matches no one. A name never matches a
+// uid that has no mapping in the listener's user namespace, even when it
+// is the name of the overflow id (User("nobody")): see Peer.UnmappedIDs.
 func User(names ...string) Rule {
 	if len(names) == 0 {
 		return invalid("user", errors.New("no user names given"))
+	}
+	if err := checkNames("user", names); err != nil {
+		return invalid("user", err)
 	}
 	names = slices.Clone(names)
 	return leaf("user", "user("+strings.Join(names, ", ")+")", attrCred, func(p *Peer) error {
@@ -183,6 +189,9 @@ func Group(names ...string) Rule {
 	if len(names) == 0 {
 		return invalid("group", errors.New("no group names given"))
 	}
+	if err := checkNames("group", names); err != nil {
+		return invalid("group", err)
+	}
 	names = slices.Clone(names)
 	return leaf("group", "group("+strings.Join(names, ", ")+")", attrCred|attrGroups, func(p *Peer) error {
 		err := matchNames(names, "group", p.GID, lookupCache.gid, func(id int) bool {
@@ -193,6 +202,16 @@ func Group(names ...string) Rule {
 		}
 		return err
 	})
+}
+
+// checkNames is checkName of each name.
+func checkNames(what string, names []string) error {
+	for _, n := range names {
+		if err := checkName(what, n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // matchNames resolves each name to an id and passes when match accepts
