@@ -49,6 +49,9 @@ func containerRule(k, v string) (r Rule, ok bool) {
 // attribute, with the given fields, for rule tests that need no process.
 func readPeerOf(p Peer) *Peer {
 	p.known = attrAll
+	if own, err := OwnNamespaces(); err == nil && p.Namespaces == (Namespaces{}) {
+		p.Namespaces = own // in the listener's namespaces unless told otherwise
+	}
 	return &p
 }
 

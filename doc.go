@@ -78,6 +78,16 @@
 // and Not of such a rule fails too. A listener reads only what its rules
 // need: UID rules cost one getsockopt and never touch /proc.
 //
+// Allow-lists are the sound form of a policy; deny-lists on ids are not.
+// A user with subordinate ids (/etc/subuid, the default for new users on
+// most distributions) can connect from a user namespace of its own as
+// one of those ids, or with its supplementary groups dropped: that
+// passes no allow-list, but would escape Not(UID(x)) or Not(InGroup(g)).
+// So Not of a rule on ids passes only a peer in the listener's user
+// namespace; any other peer, or one whose namespaces cannot be read
+// (another user's process, unless the listener is root with
+// CAP_SYS_PTRACE), fails. Prefer UID(1000, 1001) to "everyone but 1002".
+//
 // # Handshakes
 //
 // Kernel identity cannot tell apart two containers that run as the same

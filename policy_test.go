@@ -211,9 +211,15 @@ func TestPolicyCheck(t *testing.T) {
 	if err != nil {
 		t.Skip("no /bin/sh:", err)
 	}
-	peer := func(uid, gid int, groups ...int) *Peer {
-		return &Peer{PID: 42, UID: uid, GID: gid, Groups: groups, Program: "/bin/sh", exe: sh, known: attrAll}
+	own, err := OwnNamespaces()
+	if err != nil {
+		t.Skip(err)
 	}
+	peer := func(uid, gid int, groups ...int) *Peer {
+		return &Peer{PID: 42, UID: uid, GID: gid, Groups: groups, Program: "/bin/sh", exe: sh, Namespaces: own, known: attrAll}
+	}
+	other := peer(0, 0)
+	other.Namespaces.User++ // a user namespace of its own
 	const src = `
 [[rule]]
 not = { uid = 1 }
@@ -240,6 +246,7 @@ program = "/bin/sh"
 		{"not in group", peer(1000, 1000, 5), "anyof"},
 		{"uid 1", peer(1, 4), "not"},
 		{"uid 1 not in group", peer(1, 1), "not,anyof"},
+		{"another user namespace", other, "not"},
 		{"unreadable", &Peer{known: attrAll, errs: errSet{cred: ErrPeerExited}}, "not,anyof"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -28,6 +28,11 @@ type Rule struct {
 	check func(*Peer) error
 	hs    func(context.Context, *SecureConn) error // a handshake rule: talks to the peer (handshake.go)
 	err   error                                    // why the rule could not be built
+
+	// ids: the rule decides on user or group ids, which only mean what
+	// they say in the listener's user namespace: Not of it needs the
+	// peer there (see Not).
+	ids bool
 }
 
 // Name returns the rule's short name, used in errors and logs: "uid",
@@ -84,6 +89,13 @@ func leaf(name, desc string, need attrs, check func(*Peer) error) Rule {
 	}}
 }
 
+// idLeaf is leaf for a rule on the peer's user or group ids.
+func idLeaf(name, desc string, need attrs, check func(*Peer) error) Rule {
+	r := leaf(name, desc, need, check)
+	r.ids = true
+	return r
+}
+
 // invalid builds a rule that could not be built.
 func invalid(name string, err error) Rule {
 	err = fmt.Errorf("rule %s: %w", name, err)
@@ -105,7 +117,7 @@ func UID(ids ...int) Rule {
 		return invalid("uid", errors.New("no user ids given"))
 	}
 	ids = slices.Clone(ids)
-	return leaf("uid", "uid("+joinInts(ids, ", ")+")", attrCred, func(p *Peer) error {
+	return idLeaf("uid", "uid("+joinInts(ids, ", ")+")", attrCred, func(p *Peer) error {
 		if slices.Contains(ids, p.UID) {
 			return nil
 		}
@@ -124,7 +136,7 @@ func GID(ids ...int) Rule {
 		return invalid("gid", errors.New("no group ids given"))
 	}
 	ids = slices.Clone(ids)
-	return leaf("gid", "gid("+joinInts(ids, ", ")+")", attrCred, func(p *Peer) error {
+	return idLeaf("gid", "gid("+joinInts(ids, ", ")+")", attrCred, func(p *Peer) error {
 		if slices.Contains(ids, p.GID) {
 			return nil
 		}
@@ -143,7 +155,7 @@ func InGroup(gids ...int) Rule {
 		return invalid("ingroup", errors.New("no group ids given"))
 	}
 	gids = slices.Clone(gids)
-	return leaf("ingroup", "ingroup("+joinInts(gids, ", ")+")", attrCred|attrGroups, func(p *Peer) error {
+	return idLeaf("ingroup", "ingroup("+joinInts(gids, ", ")+")", attrCred|attrGroups, func(p *Peer) error {
 		for _, g := range gids {
 			if p.hasGroup(g) {
 				return nil
@@ -173,7 +185,7 @@ func User(names ...string) Rule {
 		return invalid("user", err)
 	}
 	names = slices.Clone(names)
-	return leaf("user", "user("+strings.Join(names, ", ")+")", attrCred, func(p *Peer) error {
+	return idLeaf("user", "user("+strings.Join(names, ", ")+")", attrCred, func(p *Peer) error {
 		if p.ovf.isUID(p.UID) {
 			return unmappedError("uid", p.UID)
 		}
@@ -193,7 +205,7 @@ func Group(names ...string) Rule {
 		return invalid("group", err)
 	}
 	names = slices.Clone(names)
-	return leaf("group", "group("+strings.Join(names, ", ")+")", attrCred|attrGroups, func(p *Peer) error {
+	return idLeaf("group", "group("+strings.Join(names, ", ")+")", attrCred|attrGroups, func(p *Peer) error {
 		err := matchNames(names, "group", p.GID, lookupCache.gid, func(id int) bool {
 			return !p.ovf.isGID(id) && p.hasGroup(id)
 		})
@@ -249,7 +261,7 @@ func matchNames(list []string, kind string, have int, resolve func(string) (int,
 // process, taken when the rule is built.
 func SameUser() Rule {
 	uid := os.Geteuid()
-	return leaf("sameuser", fmt.Sprintf("sameuser(uid %d)", uid), attrCred, func(p *Peer) error {
+	return idLeaf("sameuser", fmt.Sprintf("sameuser(uid %d)", uid), attrCred, func(p *Peer) error {
 		if p.ovf.isUID(p.UID) {
 			return unmappedError("uid", p.UID)
 		}
@@ -346,6 +358,18 @@ func AnyOf(rules ...Rule) Rule {
 
 // Not passes a peer that fails r because its identity does not match r.
 // A peer whose identity r could not read fails Not(r) too.
+//
+// Deny-lists on ids are weaker than allow-lists. A user with subordinate
+// ids (/etc/subuid, /etc/subgid: the default for new users on Debian,
+// Ubuntu and Fedora) can enter a user namespace of its own and connect as
+// one of those ids, or with its supplementary groups dropped, which
+// escapes Not(UID(x)) or Not(InGroup(g)) but passes no allow-list. So when
+// r decides on ids (UID, GID, InGroup, User, Group, SameUser, or a
+// combination holding one), Not(r) also reads the peer's namespaces and
+// passes only a peer in the listener's user namespace: for any other, and
+// when they cannot be read (a listener without ptrace-read access to the
+// peer, as for another user's process unless it is root with
+// CAP_SYS_PTRACE), the answer is unknown and the peer fails.
 func Not(r Rule) Rule {
 	if err := r.Err(); err != nil {
 		return invalid("not", err)
@@ -353,16 +377,42 @@ func Not(r Rule) Rule {
 	if r.hs != nil {
 		return invalid("not", errNestedHandshake(r))
 	}
-	return Rule{name: "not", desc: "not(" + r.desc + ")", need: r.need, check: func(p *Peer) error {
+	need := r.need
+	var own Namespaces
+	var ownErr error
+	if r.ids {
+		need |= attrNamespaces
+		own, ownErr = OwnNamespaces()
+	}
+	return Rule{name: "not", desc: "not(" + r.desc + ")", need: need, ids: r.ids, check: func(p *Peer) error {
 		err := r.Check(p)
 		switch {
 		case err == nil:
 			return fmt.Errorf("peer matches %s", r.desc)
 		case isUnknown(err):
 			return err
+		case r.ids:
+			return sameUserNamespace(p, own, ownErr, r.desc)
 		}
 		return nil
 	}}
+}
+
+// sameUserNamespace returns nil when the peer is in the listener's user
+// namespace (own), where its ids are the ids a rule on ids names, and an
+// unknown result otherwise.
+func sameUserNamespace(p *Peer, own Namespaces, ownErr error, desc string) error {
+	if ownErr != nil {
+		return &unknownError{fmt.Errorf("a deny rule on ids needs the listener's user namespace: %w", ownErr)}
+	}
+	if err := p.need(attrNamespaces); err != nil {
+		return &unknownError{fmt.Errorf("a deny rule on ids needs the peer's user namespace: %w", err)}
+	}
+	if p.Namespaces.User != own.User {
+		return &unknownError{fmt.Errorf("peer runs in another user namespace (user:[%d], the listener's is user:[%d]), where its ids may be subordinate ids or its groups dropped: not matching %s proves nothing there (use an allow-list)",
+			p.Namespaces.User, own.User, desc)}
+	}
+	return nil
 }
 
 func combine(name string, rules []Rule, check func(*Peer) error) Rule {
@@ -372,6 +422,7 @@ func combine(name string, rules []Rule, check func(*Peer) error) Rule {
 	rules = slices.Clone(rules)
 	descs := make([]string, len(rules))
 	var need attrs
+	var ids bool
 	for i, r := range rules {
 		if err := r.Err(); err != nil {
 			return invalid(name, err)
@@ -380,9 +431,10 @@ func combine(name string, rules []Rule, check func(*Peer) error) Rule {
 			return invalid(name, errNestedHandshake(r))
 		}
 		need |= r.need
+		ids = ids || r.ids
 		descs[i] = r.desc
 	}
-	return Rule{name: name, desc: name + "(" + strings.Join(descs, ", ") + ")", need: need, check: check}
+	return Rule{name: name, desc: name + "(" + strings.Join(descs, ", ") + ")", need: need, ids: ids, check: check}
 }
 
 func intStrings(ids []int) []string {
