@@ -96,7 +96,7 @@ func listenUnix(ctx context.Context, lc *ListenConfig, network, address string) 
 		// net.Listen's mode, 0777 less the umask, is the final mode: it
 		// must be known to keep the socket closed until the owner is set.
 		if mode, err = defaultSocketMode(); err != nil {
-			return fail(fmt.Errorf("Owner or Group without Mode: %w; set Mode", err))
+			return fail(fmt.Errorf("a socket Owner or Group without a Mode: %w; set Mode", err))
 		}
 	}
 	if secure {
@@ -150,6 +150,9 @@ func bindReplacingStale(ctx context.Context, nlc *net.ListenConfig, network, add
 
 // bindError says in words why bind failed, naming the directory at fault.
 func bindError(address string, err error) error {
+	if oe, ok := err.(*net.OpError); ok {
+		err = oe.Err // listenUnix names the operation and the path
+	}
 	var errno syscall.Errno
 	if !errors.As(err, &errno) {
 		return err

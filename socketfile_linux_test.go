@@ -354,3 +354,29 @@ func TestSocketFileUnderAttack(t *testing.T) {
 		t.Fatalf("the race did not happen: %d Listens, %d files planted", listened, rep.Planted)
 	}
 }
+
+// Owner without Mode: the file gets net.Listen's mode, 0777 less the
+// umask, and the owner, and the umask is left as it was.
+func TestSocketFileOwnerWithoutMode(t *testing.T) {
+	requireRoot(t)
+	old := syscall.Umask(0o027)
+	defer syscall.Umask(old)
+	path := filepath.Join(sockDir(t), "s")
+	lc := ListenConfig{Owner: "daemon", Group: "adm"}
+	ln, err := lc.Listen(context.Background(), "unix", path, Anyone())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o750 || st.Uid != 1 || st.Gid != 4 {
+		t.Errorf("socket file %v %d:%d, want socket 0750 owned by daemon:adm (1:4)", fi.Mode(), st.Uid, st.Gid)
+	}
+	if now := syscall.Umask(0o027); now != 0o027 {
+		t.Errorf("umask is %#o after Listen, want 027", now)
+	}
+}

@@ -12,11 +12,11 @@ import (
 // restrictBeforeBind: outside Linux, bind ignores the mode of the socket,
 // so the file could not be created closed to others.
 func restrictBeforeBind(c syscall.RawConn, mode os.FileMode) error {
-	return fmt.Errorf("Mode, Owner and Group of a socket file on %s: %w", runtime.GOOS, ErrUnsupported)
+	return fmt.Errorf("setting the Mode, Owner and Group of a socket file on %s: %w", runtime.GOOS, ErrUnsupported)
 }
 
 func secureSocketFile(path string, mode os.FileMode, uid, gid int) (sockID, error) {
-	return sockID{}, fmt.Errorf("Mode, Owner and Group of a socket file on %s: %w", runtime.GOOS, ErrUnsupported)
+	return sockID{}, fmt.Errorf("setting the Mode, Owner and Group of a socket file on %s: %w", runtime.GOOS, ErrUnsupported)
 }
 
 func defaultSocketMode() (os.FileMode, error) {
