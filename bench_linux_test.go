@@ -119,12 +119,21 @@ func BenchmarkIdentity(b *testing.B) {
 			}
 		}
 	})
-	b.Run("verify-uid", func(b *testing.B) {
-		v := newVerifier([]Rule{UID(os.Geteuid())})
-		for b.Loop() {
-			if _, rej := v.verify(context.Background(), uc); rej != nil {
-				b.Fatal(rej)
+	for _, tc := range []struct {
+		name string
+		rule Rule
+	}{
+		{"verify-uid", UID(os.Geteuid())},
+		// A deny rule on ids also reads the peer's user namespace.
+		{"verify-not-uid", Not(UID(os.Geteuid() + 1))},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			v := newVerifier([]Rule{tc.rule})
+			for b.Loop() {
+				if _, rej := v.verify(context.Background(), uc); rej != nil {
+					b.Fatal(rej)
+				}
 			}
-		}
-	})
+		})
+	}
 }
