@@ -35,11 +35,10 @@ func ExampleLoad() {
 		log.Fatal(err) // e.g. "/etc/myd/policy.toml:7: key rule.user: no user named "bob" exists"
 	}
 	fmt.Println(pol)
-	ln, err := secnet.Listen("unix", "/run/myd.sock", pol.Rules()...)
-	if err != nil {
-		return // no /run/myd.sock here
-	}
-	ln.Close()
+	// A listener that lets in the processes the policy allows:
+	//
+	//	ln, err := secnet.Listen("unix", "/run/myd.sock", pol.Rules()...)
+	var _ []secnet.Rule = pol.Rules()
 	// Output:
 	// uid(0)
 }

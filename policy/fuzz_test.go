@@ -67,7 +67,7 @@ func TestParseLargeInputs(t *testing.T) {
 		ok        bool // whether the policy is valid
 	}{
 		{"open brackets", fill("[[rule]]\nuid = ", "[", "\n"), false},
-		{"nested arrays", fill("[[rule]]\nuid = ", "[", "") [:MaxSize/2] + strings.Repeat("]", MaxSize/2-len("[[rule]]\nuid = ")), false},
+		{"nested arrays", fill("[[rule]]\nuid = ", "[", "")[:MaxSize/2] + strings.Repeat("]", MaxSize/2-len("[[rule]]\nuid = ")), false},
 		{"open braces", fill("[[rule]]\nnot = ", "{ not = ", "\n"), false},
 		{"many rule tables", fill("", "[[rule]]\nuid = 0\n", ""), true},
 		{"many headers", fill("[[rule]]\n", "[[rule.anyof]]\nuid = 1\n", ""), true},

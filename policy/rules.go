@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"os/user"
@@ -127,8 +128,11 @@ func (c *checker) programExists(path string) error {
 		return err
 	}
 	_, err := os.Stat(path)
-	if err != nil {
-		err = fmt.Errorf("program %w", err)
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = fmt.Errorf("program %q: %w", path, pe.Err)
+	} else if err != nil {
+		err = fmt.Errorf("program %q: %w", path, err)
 	}
 	c.programs[path] = err
 	return err

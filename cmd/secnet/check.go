@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/secnet/secnet"
+	"github.com/secnet/secnet/policy"
 )
 
 const checkUsage = `secnet check --policy FILE [--pid PID] [--json]
@@ -37,7 +38,7 @@ func runCheck(e *env, args []string) int {
 	if status, ok := f.require(e, "policy"); !ok {
 		return status
 	}
-	pol, err := secnet.LoadPolicy(*policyFile)
+	pol, err := policy.Load(*policyFile)
 	if *pid == 0 {
 		return printCheck(e, *policyFile, pol, err, *asJSON)
 	}
@@ -59,11 +60,11 @@ func runCheck(e *env, args []string) int {
 }
 
 // printCheck reports whether the policy is valid.
-func printCheck(e *env, name string, pol *secnet.Policy, err error, asJSON bool) int {
+func printCheck(e *env, name string, pol *policy.Policy, err error, asJSON bool) int {
 	res := checkResult{Policy: name, Valid: err == nil}
 	if err != nil {
 		res.Error = err.Error()
-		var pe *secnet.PolicyError
+		var pe *policy.Error
 		if errors.As(err, &pe) {
 			res.Line, res.Key = pe.Line, pe.Key
 		}

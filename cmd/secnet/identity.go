@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/secnet/secnet"
+	"github.com/secnet/secnet/policy"
 )
 
 // report is what inspect, whoami and check print about a peer: its
@@ -36,7 +37,7 @@ type failure struct {
 }
 
 // newReport describes p and, when pol is not nil, checks it.
-func newReport(p *secnet.Peer, pol *secnet.Policy) *report {
+func newReport(p *secnet.Peer, pol *policy.Policy) *report {
 	r := &report{PID: p.PID, UID: p.UID, GID: p.GID, Groups: p.Groups, Program: p.Program, Label: p.Label}
 	if r.Groups == nil {
 		r.Groups = []int{}
@@ -177,9 +178,9 @@ func rejectAttrs(rej *secnet.RejectError) []any {
 
 // loadPolicy loads the policy file named by a --policy flag, or returns
 // nil for an empty name.
-func loadPolicy(name string) (*secnet.Policy, error) {
+func loadPolicy(name string) (*policy.Policy, error) {
 	if name == "" {
 		return nil, nil
 	}
-	return secnet.LoadPolicy(name)
+	return policy.Load(name)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/secnet/secnet"
+	"github.com/secnet/secnet/policy"
 )
 
 const proxyUsage = `secnet proxy --listen PATH --upstream PATH --policy FILE [options]
@@ -57,7 +58,7 @@ func runProxy(e *env, args []string) int {
 	if err != nil {
 		return f.fail(e, "%v", err)
 	}
-	pol, err := secnet.LoadPolicy(*policyFile)
+	pol, err := policy.Load(*policyFile)
 	if err != nil {
 		return failf(e, "proxy", "%v", err)
 	}
