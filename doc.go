@@ -158,9 +158,9 @@
 // gives handlers the peer, and Require guards a route with more rules.
 // PeerOf finds the identity through wrappers such as *tls.Conn. gRPC
 // transport credentials and per-method interceptors live in the module
-// github.com/secnet/secnet/grpc, so that this package does not depend on
-// grpc-go. LoadPolicy and ParsePolicy read the rules from a TOML policy
-// file, the same files the secnet command uses.
+// github.com/secnet/secnet/secnetgrpc, so that this package does not
+// depend on grpc-go. Package github.com/secnet/secnet/policy reads the
+// rules from a TOML policy file, the same files the secnet command uses.
 //
 // # Socket files
 //

@@ -1,7 +1,7 @@
 // Package secnetgrpc verifies the processes at both ends of gRPC
 // connections over Unix sockets, with the rules of package secnet.
 //
-// It is a module of its own (github.com/secnet/secnet/grpc), so that
+// It is a module of its own (github.com/secnet/secnet/secnetgrpc), so that
 // programs that import secnet do not depend on grpc-go.
 //
 // NewCredentials returns a credentials.TransportCredentials. On a server

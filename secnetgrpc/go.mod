@@ -1,4 +1,4 @@
-module github.com/secnet/secnet/grpc
+module github.com/secnet/secnet/secnetgrpc
 
 go 1.26.0
 

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/secnet/secnet"
-	secnetgrpc "github.com/secnet/secnet/grpc"
+	"github.com/secnet/secnet/secnetgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
