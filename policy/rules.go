@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -138,9 +139,12 @@ func (c *checker) programExists(path string) error {
 	return err
 }
 
-// rules returns one rule per key of a rule table.
-func (c *checker) rules(t table) ([]secnet.Rule, error) {
-	keys := t.keys()
+// rules returns one rule per key of a rule table, in the order of the
+// file. Keys listed in own are not rules: the table's caller decodes them
+// (a [[route]] table's match, say); every other key must be a rule, and
+// there must be one at least.
+func (c *checker) rules(t table, own ...string) ([]secnet.Rule, error) {
+	keys := slices.DeleteFunc(t.keys(), func(k string) bool { return slices.Contains(own, k) })
 	if len(keys) == 0 {
 		return nil, t.errorf("empty table: a rule table needs at least one of %s", ruleKeys())
 	}
