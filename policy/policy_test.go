@@ -236,3 +236,30 @@ func TestParseTooLarge(t *testing.T) {
 		t.Fatalf("Parse of a huge file: %v", err)
 	}
 }
+
+// TestRulesWithOwnKeys decodes a table that holds a key of its own beside
+// rule keys, as a new section of the format (a [[route]] with its match)
+// would.
+func TestRulesWithOwnKeys(t *testing.T) {
+	doc, err := decode([]byte("[[route]]\nmatch = ['GET /']\nuid = 0\n\n[[route]]\nmatch = ['GET /']\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := table{value: value{v: doc.root, doc: doc, line: 1}, m: doc.root}
+	routes, err := root.get("route").tables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newChecker()
+	rs, err := c.rules(routes[0], "match")
+	if err != nil || len(rs) != 1 || rs[0].String() != "uid(0)" {
+		t.Errorf("rules of a route = %v, %v; want uid(0)", rs, err)
+	}
+	if got := routes[0].get("match").line; got != 2 {
+		t.Errorf("match is on line %d, want 2", got)
+	}
+	_, err = c.rules(routes[1], "match")
+	checkPolicyError(t, nil, err, 5, "route", "empty table")
+	_, err = c.rules(routes[0])
+	checkPolicyError(t, nil, err, 2, "route.match", `unknown rule "match"`)
+}
