@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,37 +14,91 @@ import (
 	"github.com/secnet/secnet"
 )
 
-// startProcess starts path (a program that sleeps: sleep) as a child with
-// the credentials cred (nil: ours) and returns its identity, read as
-// secnet.PeerOfProcess reads it.
-func startProcess(t *testing.T, path string, cred *syscall.Credential) *secnet.Peer {
+// connectEnv, in the environment of this test binary, makes it a peer:
+// it connects to the socket the variable names and waits for the test to
+// close the connection (see TestMain).
+const connectEnv = "SECNET_POLICY_TEST_CONNECT"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(connectEnv); path != "" {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			os.Exit(2)
+		}
+		io.Copy(io.Discard, c)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// peerProcess starts this test binary (or a copy at exe) as a client of a
+// new socket, with the credentials cred (nil: ours) and in the namespaces
+// of cloneflags, and returns its end of the connection.
+func peerProcess(t *testing.T, exe string, cred *syscall.Credential, cloneflags uintptr) net.Conn {
 	t.Helper()
-	cmd := exec.Command(path, "60")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	path := filepath.Join(openTempDir(t), "s")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// Let processes of other uids connect.
+	if err := os.Chmod(path, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), connectEnv+"="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Cloneflags: cloneflags}
+	if cloneflags&syscall.CLONE_NEWUSER != 0 {
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}}
+		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}}
+	}
 	if err := cmd.Start(); err != nil {
+		if cloneflags != 0 {
+			t.Skip("cannot start a process in new namespaces:", err)
+		}
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	p, err := secnet.PeerOfProcess(cmd.Process.Pid)
+	c, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &p
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
-func sleepProgram(t *testing.T) string {
+// checkPeer verifies c, a connection from a peer, with the policy's
+// rules, checks that pol.Check of the identity read agrees, and returns
+// the names of the rules that failed, joined by commas.
+func checkPeer(t *testing.T, pol *Policy, c net.Conn) string {
 	t.Helper()
-	path, err := exec.LookPath("sleep")
+	sc, err := secnet.Verify(c, pol.Rules()...)
+	got := failedRules(t, err)
+	if sc != nil {
+		p := sc.Peer()
+		if again := failedRules(t, pol.Check(&p)); again != got {
+			t.Errorf("Verify fails rules %q, Policy.Check %q", got, again)
+		}
+	}
+	return got
+}
+
+// testBinary returns the path of this test binary, resolved through
+// symlinks, readable and executable by every user.
+func testBinary(t *testing.T) string {
+	t.Helper()
+	exe, err := os.Executable()
 	if err == nil {
-		path, err = filepath.EvalSymlinks(path)
+		exe, err = filepath.EvalSymlinks(exe)
 	}
 	if err != nil {
-		t.Skip("no sleep program:", err)
+		t.Fatal(err)
 	}
-	return path
+	return exe
 }
 
 // failedRules returns the names of the rules err says failed, joined by
@@ -65,12 +120,15 @@ func failedRules(t *testing.T, err error) string {
 }
 
 // TestPolicyCheck applies a decoded policy to real processes with other
-// credentials.
+// credentials, through secnet.Verify and Policy.Check.
 func TestPolicyCheck(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to start processes with other uids and gids")
 	}
-	sleep := sleepProgram(t)
+	exe := testBinary(t)
+	// A copy of the test binary that other uids can run.
+	bin := filepath.Join(openTempDir(t), "peer")
+	copyFile(t, exe, bin)
 	pol, err := Parse(strings.NewReader(`
 [[rule]]
 not = { uid = 1 }
@@ -80,7 +138,7 @@ not = { uid = 1 }
 uid = 0
 [[rule.anyof]]
 ingroup = 4
-program = "`+sleep+`"
+program = "`+bin+`"
 `), "")
 	if err != nil {
 		t.Fatal(err)
@@ -89,22 +147,24 @@ program = "`+sleep+`"
 		return &syscall.Credential{Uid: uid, Gid: gid, Groups: groups}
 	}
 	for _, tc := range []struct {
-		name   string
-		cred   *syscall.Credential
-		failed string // names of the failed rules
+		name       string
+		cred       *syscall.Credential
+		cloneflags uintptr
+		failed     string // names of the failed rules
 	}{
-		{"root", cred(0, 0), ""},
-		{"in group 4", cred(1000, 1000, 4), ""},
-		{"primary group 4", cred(1000, 4), ""},
-		{"not in group", cred(1000, 1000, 5), "anyof"},
-		{"uid 1", cred(1, 4), "not"},
-		{"uid 1 not in group", cred(1, 1), "not,anyof"},
+		{"root", cred(0, 0), 0, ""},
+		{"in group 4", cred(1000, 1000, 4), 0, ""},
+		{"primary group 4", cred(1000, 4), 0, ""},
+		{"not in group", cred(1000, 1000, 5), 0, "anyof"},
+		{"uid 1", cred(1, 4), 0, "not"},
+		{"uid 1 not in group", cred(1, 1), 0, "not,anyof"},
+		// Not of a rule on ids needs the peer in our user namespace.
+		{"another user namespace", nil, syscall.CLONE_NEWUSER, "not"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := startProcess(t, sleep, tc.cred)
-			err := pol.Check(p)
-			if got := failedRules(t, err); got != tc.failed {
-				t.Errorf("failed rules %q, want %q (%v)", got, tc.failed, err)
+			c := peerProcess(t, bin, tc.cred, tc.cloneflags)
+			if got := checkPeer(t, pol, c); got != tc.failed {
+				t.Errorf("failed rules %q, want %q", got, tc.failed)
 			}
 		})
 	}
@@ -117,19 +177,32 @@ program = "`+sleep+`"
 // TestPolicyProgramComparesFiles shows that a program rule from a policy
 // compares files: a copy of the program elsewhere does not pass.
 func TestPolicyProgramComparesFiles(t *testing.T) {
-	sleep := sleepProgram(t)
-	pol, err := Parse(strings.NewReader("[[rule]]\nprogram = '"+sleep+"'\n"), "")
+	exe := testBinary(t)
+	pol, err := Parse(strings.NewReader("[[rule]]\nprogram = '"+exe+"'\n"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pol.Check(startProcess(t, sleep, nil)); err != nil {
-		t.Errorf("sleep fails its own program rule: %v", err)
+	if got := checkPeer(t, pol, peerProcess(t, exe, nil, 0)); got != "" {
+		t.Errorf("the test binary fails its own program rule: %q", got)
 	}
-	cp := filepath.Join(t.TempDir(), "sleep")
-	copyFile(t, sleep, cp)
-	if err := pol.Check(startProcess(t, cp, nil)); err == nil || !strings.Contains(err.Error(), "is not "+sleep) {
-		t.Errorf("a copy of the program passes: %v", err)
+	cp := filepath.Join(t.TempDir(), "copy")
+	copyFile(t, exe, cp)
+	if got := checkPeer(t, pol, peerProcess(t, cp, nil, 0)); got != "program" {
+		t.Errorf("a copy of the program: failed rules %q, want program", got)
 	}
+}
+
+// openTempDir returns a new temporary directory that every user can
+// reach (t.TempDir's parent is private to us).
+func openTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 func copyFile(t *testing.T, from, to string) {

@@ -77,6 +77,6 @@
 // secret) is one entry of sections (policy.go), which decodes its value
 // into a new field of Policy (decodeRules is the model). The table type
 // gives the keys of a table in file order with their lines, and
-// checker.rules(t, "match") turns every key of t but match into rules,
+// tableRules(t, "match") turns every key of t but match into rules,
 // so a table that mixes keys of its own with rule keys reuses them all.
 package policy

@@ -25,7 +25,7 @@ type Policy struct {
 // decodes its value into the Policy being built. To add a table such as
 // [[route]] or a key such as a secret's file, add an entry here and a
 // field to Policy; a key that is not in this map is an error.
-var sections = map[string]func(pol *Policy, v value, c *checker) error{
+var sections = map[string]func(pol *Policy, v value) error{
 	"rule": decodeRules,
 }
 
@@ -151,13 +151,12 @@ func parse(r io.Reader) (*Policy, error) {
 	}
 	root := table{value: value{v: doc.root, doc: doc, line: 1}, m: doc.root}
 	pol := new(Policy)
-	c := newChecker()
 	for _, key := range root.keys() {
 		section, ok := sections[key]
 		if !ok {
 			return nil, root.get(key).errorf("unknown key: a policy holds %s and nothing else", sectionNames())
 		}
-		if err := section(pol, root.get(key), c); err != nil {
+		if err := section(pol, root.get(key)); err != nil {
 			return nil, err
 		}
 	}
@@ -178,13 +177,13 @@ func sectionNames() string {
 }
 
 // decodeRules decodes the [[rule]] tables.
-func decodeRules(pol *Policy, v value, c *checker) error {
+func decodeRules(pol *Policy, v value) error {
 	tables, err := v.tables()
 	if err != nil {
 		return err
 	}
 	for _, t := range tables {
-		rs, err := c.rules(t)
+		rs, err := tableRules(t)
 		if err != nil {
 			return err
 		}

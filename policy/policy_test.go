@@ -222,10 +222,10 @@ func TestPolicyExamples(t *testing.T) {
 	}
 }
 
-func TestLoadPolicyMissingFile(t *testing.T) {
+func TestLoadMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "none.toml"))
 	if !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("LoadPolicy of a missing file: %v, want ErrNotExist", err)
+		t.Fatalf("Load of a missing file: %v, want ErrNotExist", err)
 	}
 }
 
@@ -250,16 +250,15 @@ func TestRulesWithOwnKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newChecker()
-	rs, err := c.rules(routes[0], "match")
+	rs, err := tableRules(routes[0], "match")
 	if err != nil || len(rs) != 1 || rs[0].String() != "uid(0)" {
 		t.Errorf("rules of a route = %v, %v; want uid(0)", rs, err)
 	}
 	if got := routes[0].get("match").line; got != 2 {
 		t.Errorf("match is on line %d, want 2", got)
 	}
-	_, err = c.rules(routes[1], "match")
+	_, err = tableRules(routes[1], "match")
 	checkPolicyError(t, nil, err, 5, "route", "empty table")
-	_, err = c.rules(routes[0])
+	_, err = tableRules(routes[0])
 	checkPolicyError(t, nil, err, 2, "route.match", `unknown rule "match"`)
 }

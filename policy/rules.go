@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-	"os"
-	"os/user"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -22,7 +19,7 @@ type ruleKind struct {
 	want string
 	// build makes the rule. Errors that are not *Error are reported at
 	// the key's line.
-	build func(c *checker, v value) (secnet.Rule, error)
+	build func(v value) (secnet.Rule, error)
 }
 
 // ruleKinds maps each key of a rule table to its rule. It is set once by
@@ -36,17 +33,17 @@ func init() {
 		"uid":           {"a user id or an array of them", idRule(secnet.UID)},
 		"gid":           {"a group id or an array of them", idRule(secnet.GID)},
 		"ingroup":       {"a group id or an array of them", idRule(secnet.InGroup)},
-		"user":          {"a user name or an array of them", nameRule(secnet.User, "user")},
-		"group":         {"a group name or an array of them", nameRule(secnet.Group, "group")},
-		"program":       {"an absolute path or an array of them", programRule},
+		"user":          {"a user name or an array of them", checkedRule(secnet.User)},
+		"group":         {"a group name or an array of them", checkedRule(secnet.Group)},
+		"program":       {"an absolute path or an array of them", checkedRule(secnet.Program)},
 		"label":         {"a label pattern or an array of them", stringsRule(secnet.Label)},
 		"programdigest": {"a SHA-256 digest (64 hex digits, optionally sha256:) or an array of them", stringsRule(secnet.ProgramDigest)},
 		"unit":          {"a systemd unit name or an array of them", stringsRule(secnet.Unit)},
 		"cgroup":        {"a cgroup path pattern or an array of them", stringsRule(secnet.Cgroup)},
 		"onhost":        {"true", flagRule(secnet.OnHost)},
-		"samenamespaces": {"true (all namespaces) or an array of kinds: user, pid, mnt, net, cgroup, ipc, uts", func(c *checker, v value) (secnet.Rule, error) {
+		"samenamespaces": {"true (all namespaces) or an array of kinds: user, pid, mnt, net, cgroup, ipc, uts", func(v value) (secnet.Rule, error) {
 			if _, ok := v.v.(bool); ok {
-				return flagRule(func() secnet.Rule { return secnet.SameNamespaces() })(c, v)
+				return flagRule(func() secnet.Rule { return secnet.SameNamespaces() })(v)
 			}
 			s, err := v.strings()
 			if err != nil {
@@ -60,12 +57,12 @@ func init() {
 		}},
 		"allof": {"an array of tables", listRule(secnet.AllOf)},
 		"anyof": {"an array of tables", listRule(secnet.AnyOf)},
-		"not": {"a table", func(c *checker, v value) (secnet.Rule, error) {
+		"not": {"a table", func(v value) (secnet.Rule, error) {
 			t, err := v.asTable("a table")
 			if err != nil {
 				return secnet.Rule{}, err
 			}
-			r, err := c.rule(t)
+			r, err := tableRule(t)
 			if err != nil {
 				return secnet.Rule{}, err
 			}
@@ -84,66 +81,11 @@ func ruleKeys() string {
 	return strings.Join(keys, ", ")
 }
 
-// checker builds rules and remembers, for one policy, which names and
-// program paths it has checked: a large policy naming one user many times
-// asks the system once.
-type checker struct {
-	names    map[string]error // "user NAME" or "group NAME"
-	programs map[string]error
-}
-
-func newChecker() *checker {
-	return &checker{names: make(map[string]error), programs: make(map[string]error)}
-}
-
-// nameExists returns nil when the user or group (what) exists.
-func (c *checker) nameExists(what, name string) error {
-	k := what + " " + name
-	if err, ok := c.names[k]; ok {
-		return err
-	}
-	var err error
-	if what == "user" {
-		_, err = user.Lookup(name)
-	} else {
-		_, err = user.LookupGroup(name)
-	}
-	var (
-		u1 user.UnknownUserError
-		u2 user.UnknownGroupError
-	)
-	switch {
-	case err == nil:
-	case errors.As(err, &u1) || errors.As(err, &u2):
-		err = fmt.Errorf("no %s named %q exists", what, name)
-	default:
-		err = fmt.Errorf("looking up %s %q: %w", what, name, err)
-	}
-	c.names[k] = err
-	return err
-}
-
-// programExists returns nil when the absolute path names a file.
-func (c *checker) programExists(path string) error {
-	if err, ok := c.programs[path]; ok {
-		return err
-	}
-	_, err := os.Stat(path)
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		err = fmt.Errorf("program %q: %w", path, pe.Err)
-	} else if err != nil {
-		err = fmt.Errorf("program %q: %w", path, err)
-	}
-	c.programs[path] = err
-	return err
-}
-
 // rules returns one rule per key of a rule table, in the order of the
 // file. Keys listed in own are not rules: the table's caller decodes them
 // (a [[route]] table's match, say); every other key must be a rule, and
 // there must be one at least.
-func (c *checker) rules(t table, own ...string) ([]secnet.Rule, error) {
+func tableRules(t table, own ...string) ([]secnet.Rule, error) {
 	keys := slices.DeleteFunc(t.keys(), func(k string) bool { return slices.Contains(own, k) })
 	if len(keys) == 0 {
 		return nil, t.errorf("empty table: a rule table needs at least one of %s", ruleKeys())
@@ -155,7 +97,7 @@ func (c *checker) rules(t table, own ...string) ([]secnet.Rule, error) {
 		if !ok {
 			return nil, v.errorf("unknown rule %q (the rules are %s)", k, ruleKeys())
 		}
-		r, err := kind.build(c, v)
+		r, err := kind.build(v)
 		if err == nil {
 			err = r.Err()
 		}
@@ -172,8 +114,8 @@ func (c *checker) rules(t table, own ...string) ([]secnet.Rule, error) {
 }
 
 // rule returns a rule table as one rule: its only rule, or all of them.
-func (c *checker) rule(t table) (secnet.Rule, error) {
-	rs, err := c.rules(t)
+func tableRule(t table) (secnet.Rule, error) {
+	rs, err := tableRules(t)
 	if err != nil {
 		return secnet.Rule{}, err
 	}
@@ -184,8 +126,8 @@ func (c *checker) rule(t table) (secnet.Rule, error) {
 }
 
 // stringsRule builds a rule that takes a string or an array of strings.
-func stringsRule(fn func(...string) secnet.Rule) func(*checker, value) (secnet.Rule, error) {
-	return func(_ *checker, v value) (secnet.Rule, error) {
+func stringsRule(fn func(...string) secnet.Rule) func(value) (secnet.Rule, error) {
+	return func(v value) (secnet.Rule, error) {
 		s, err := v.strings()
 		if err != nil {
 			return secnet.Rule{}, err
@@ -194,8 +136,8 @@ func stringsRule(fn func(...string) secnet.Rule) func(*checker, value) (secnet.R
 	}
 }
 
-func flagRule(fn func() secnet.Rule) func(*checker, value) (secnet.Rule, error) {
-	return func(_ *checker, v value) (secnet.Rule, error) {
+func flagRule(fn func() secnet.Rule) func(value) (secnet.Rule, error) {
+	return func(v value) (secnet.Rule, error) {
 		b, ok := v.v.(bool)
 		if !ok {
 			return secnet.Rule{}, v.wrongType()
@@ -207,8 +149,8 @@ func flagRule(fn func() secnet.Rule) func(*checker, value) (secnet.Rule, error) 
 	}
 }
 
-func idRule(fn func(...int) secnet.Rule) func(*checker, value) (secnet.Rule, error) {
-	return func(_ *checker, v value) (secnet.Rule, error) {
+func idRule(fn func(...int) secnet.Rule) func(value) (secnet.Rule, error) {
+	return func(v value) (secnet.Rule, error) {
 		ids, err := v.ids()
 		if err != nil {
 			return secnet.Rule{}, err
@@ -217,48 +159,54 @@ func idRule(fn func(...int) secnet.Rule) func(*checker, value) (secnet.Rule, err
 	}
 }
 
-// nameRule checks that each user or group (what) exists before it builds
-// the rule.
-func nameRule(fn func(...string) secnet.Rule, what string) func(*checker, value) (secnet.Rule, error) {
-	return func(c *checker, v value) (secnet.Rule, error) {
-		names, err := v.strings()
+// checkedRule builds a rule that takes a string or an array of strings
+// and checks each when it is built (secnet.User, Group and Program do): when
+// the rule is invalid, the error is reported at the element that makes it
+// so.
+func checkedRule(fn func(...string) secnet.Rule) func(value) (secnet.Rule, error) {
+	return func(v value) (secnet.Rule, error) {
+		s, err := v.strings()
 		if err != nil {
 			return secnet.Rule{}, err
 		}
-		for i, n := range names {
-			if err := c.nameExists(what, n); err != nil {
-				return secnet.Rule{}, v.item(i).errorf("%w", err)
+		r := fn(s...)
+		if r.Err() == nil {
+			return r, nil
+		}
+		for i, x := range s {
+			if err := fn(x).Err(); err != nil {
+				return secnet.Rule{}, v.item(i).errorf("%s", ruleError(lastKey(v.key), x, err))
 			}
 		}
-		return fn(names...), nil
+		return r, nil // Err reports it
 	}
 }
 
-func programRule(c *checker, v value) (secnet.Rule, error) {
-	paths, err := v.strings()
-	if err != nil {
-		return secnet.Rule{}, err
+// ruleError words the error of the rule key = value for a policy file:
+// "program path "sh" is not absolute" rather than "rule program: path ...".
+func ruleError(key, value string, err error) string {
+	if inner := errors.Unwrap(err); inner != nil {
+		err = inner
 	}
-	for i, p := range paths {
-		if !filepath.IsAbs(p) {
-			return secnet.Rule{}, v.item(i).errorf("program path %q is not absolute", p)
-		}
-		if err := c.programExists(p); err != nil {
-			return secnet.Rule{}, v.item(i).errorf("%w", err)
-		}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Sprintf("%s %q: %v", key, value, pe.Err)
 	}
-	return secnet.Program(paths...), nil
+	if key == "user" || key == "group" {
+		return err.Error() // "no user named ..."
+	}
+	return key + " " + err.Error()
 }
 
-func listRule(fn func(...secnet.Rule) secnet.Rule) func(*checker, value) (secnet.Rule, error) {
-	return func(c *checker, v value) (secnet.Rule, error) {
+func listRule(fn func(...secnet.Rule) secnet.Rule) func(value) (secnet.Rule, error) {
+	return func(v value) (secnet.Rule, error) {
 		tables, err := v.tables()
 		if err != nil {
 			return secnet.Rule{}, err
 		}
 		rules := make([]secnet.Rule, len(tables))
 		for i, t := range tables {
-			if rules[i], err = c.rule(t); err != nil {
+			if rules[i], err = tableRule(t); err != nil {
 				return secnet.Rule{}, err
 			}
 		}
