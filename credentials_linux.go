@@ -64,6 +64,14 @@ const procAttrs = attrProgram | attrCgroup | attrNamespaces | attrDigest
 // connected cannot be confirmed to have been alive throughout, every
 // attribute gets that error.
 func readProcess(fd int, want attrs, p *Peer, opts readOptions) {
+	readProcessWith(want, p, func(read func(pid int)) error { return pinned(fd, p.PID, opts, read) })
+}
+
+// readProcessWith is readProcess with the pinning done by pin, which
+// calls read with the pid to read and returns nil only if that pid was
+// the peer's throughout: pinned for a connection, pinnedBy for the pidfd
+// that came with a datagram.
+func readProcessWith(want attrs, p *Peer, pin func(read func(pid int)) error) {
 	p.known |= want
 	var (
 		exe                  string
@@ -79,7 +87,7 @@ func readProcess(fd int, want attrs, p *Peer, opts readOptions) {
 	if want&attrDigest != 0 {
 		mask = digestStatx
 	}
-	err := pinned(fd, p.PID, opts, func(pid int) {
+	err := pin(func(pid int) {
 		if want&attrProgram != 0 {
 			exe, exeID, exeErr = readExe(pid, mask, &exeStx)
 		}
@@ -185,6 +193,18 @@ func pinned(fd, pid int, opts readOptions, read func(pid int)) error {
 		return err
 	}
 	defer unix.Close(pidfd)
+	return pinnedBy(pidfd, pid, read)
+}
+
+// pinnedBy is pinned for a pidfd the caller holds (and closes), such as
+// the SCM_PIDFD of a datagram: it calls read with pid, the process's pid
+// in this pid namespace, and returns nil only if the process behind pidfd
+// was alive when read returned, which proves that pid was not reused
+// meanwhile.
+func pinnedBy(pidfd, pid int, read func(pid int)) error {
+	if pid <= 0 {
+		return ErrPIDNotVisible
+	}
 	read(pid)
 	alive, err := pidfdAlive(pidfd)
 	switch {

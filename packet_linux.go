@@ -1,0 +1,320 @@
+package secnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// packetSys is what a PacketConn keeps on Linux: which credentials the
+// socket asks the kernel for, and the buffers for control messages.
+type packetSys struct {
+	// pidfds is set when the socket has SO_PASSPIDFD: every datagram
+	// then carries a pidfd of its sender. noPidfd is set when the kernel
+	// has no SO_PASSPIDFD (before 6.5): pidfd_open is the fallback.
+	pidfds, noPidfd atomic.Bool
+	// labels is set when the socket has SO_PASSSEC.
+	labels atomic.Bool
+	// setMu serializes enabling options for ReadFromPeer.
+	setMu sync.Mutex
+	// oob holds control message buffers of oobSize bytes.
+	oob sync.Pool
+	// oobSize is the size of the control message buffer (smaller only in
+	// tests).
+	oobSize int
+	opts    readOptions
+}
+
+// oobSize is large enough for every control message a datagram can bring
+// at once, so that none is truncated: credentials, a pidfd, a security
+// label of up to 4 KiB, a timestamp and the most file descriptors one
+// message can carry (SCM_MAX_FD, 253).
+var oobSize = unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(4) + unix.CmsgSpace(4096) +
+	unix.CmsgSpace(16) + unix.CmsgSpace(253*4)
+
+// pidfdAttrs are the attributes read through the sender's pidfd.
+const pidfdAttrs = attrGroups | procAttrs
+
+// listenPacket creates the datagram socket for lc and sets the options
+// that make the kernel attach the sender's identity to each datagram,
+// before the socket is bound: no datagram can arrive without them.
+func listenPacket(ctx context.Context, lc *ListenConfig, network, address string, v verifier) (*PacketConn, error) {
+	pc := &PacketConn{v: v, rejected: lc.Rejected}
+	pc.sys.oobSize, pc.sys.opts = oobSize, v.opts
+	control := func(network, address string, c syscall.RawConn) error {
+		if lc.Control != nil {
+			if err := lc.Control(network, address, c); err != nil {
+				return err
+			}
+		}
+		var err error
+		if cerr := c.Control(func(fd uintptr) { err = pc.sys.enable(int(fd), v.need) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}
+	conn, file, err := listenUnixgram(ctx, lc, network, address, control)
+	if err != nil {
+		return nil, err
+	}
+	pc.conn, pc.file = conn, file
+	return pc, nil
+}
+
+// enable sets the socket options that attach what want needs to each
+// datagram. SO_PASSCRED is always set.
+func (s *packetSys) enable(fd int, want attrs) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		return os.NewSyscallError("setsockopt SO_PASSCRED", err)
+	}
+	if want&pidfdAttrs != 0 && !s.pidfds.Load() && !s.noPidfd.Load() {
+		err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSPIDFD, 1)
+		switch {
+		case s.opts.noPeerPidfd || errors.Is(err, unix.ENOPROTOOPT):
+			s.noPidfd.Store(true) // Linux before 6.5: pidfd_open per datagram
+		case err != nil:
+			return os.NewSyscallError("setsockopt SO_PASSPIDFD", err)
+		default:
+			s.pidfds.Store(true)
+		}
+	}
+	if want&attrLabel != 0 && !s.labels.Load() {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSSEC, 1); err != nil {
+			return os.NewSyscallError("setsockopt SO_PASSSEC", err)
+		}
+		s.labels.Store(true)
+	}
+	return nil
+}
+
+// enableFor makes sure the socket attaches what want needs, for
+// ReadFromPeer, which needs more than the rules. The kernel records the
+// sender's pid and label of every datagram when it is sent, and makes the
+// pidfd and the label control messages when the datagram is read, so
+// enabling them now covers datagrams already queued.
+func (c *PacketConn) enableFor(want attrs) error {
+	s := &c.sys
+	if (want&pidfdAttrs == 0 || s.pidfds.Load() || s.noPidfd.Load()) && (want&attrLabel == 0 || s.labels.Load()) {
+		return nil
+	}
+	s.setMu.Lock()
+	defer s.setMu.Unlock()
+	rc, err := c.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	if cerr := rc.Control(func(fd uintptr) { err = s.enable(int(fd), want) }); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// readMsg reads one datagram and verifies its sender. It returns an error
+// only when the read itself failed; a datagram that fails verification is
+// returned with its rejection.
+func (c *PacketConn) readMsg(b []byte, want attrs) (int, *net.UnixAddr, Peer, *RejectError, error) {
+	if err := c.enableFor(want); err != nil {
+		return 0, nil, Peer{}, nil, c.opError("read", err)
+	}
+	oobp, _ := c.sys.oob.Get().(*[]byte)
+	if oobp == nil {
+		buf := make([]byte, c.sys.oobSize)
+		oobp = &buf
+	}
+	defer c.sys.oob.Put(oobp)
+	n, oobn, flags, addr, err := c.conn.ReadMsgUnix(b, *oobp)
+	if err != nil {
+		return 0, nil, Peer{}, nil, err
+	}
+	m := parseControl((*oobp)[:oobn])
+	defer m.close()
+	var p Peer
+	c.sys.sender(&m, flags, want, &p)
+	if rej := c.v.check(&p); rej != nil {
+		return 0, nil, Peer{}, rej, nil
+	}
+	return n, addr, p, nil, nil
+}
+
+// sender fills p with the identity of the sender of the datagram whose
+// control messages are m and whose recvmsg flags are flags: the
+// attributes in want, and the credentials.
+func (s *packetSys) sender(m *control, flags int, want attrs, p *Peer) {
+	want |= attrCred
+	switch {
+	case flags&unix.MSG_CTRUNC != 0:
+		p.fail(want, errors.New("the datagram's control data was truncated (MSG_CTRUNC): its credentials cannot be trusted"))
+		return
+	case m.err != nil:
+		p.fail(want, m.err)
+		return
+	case !m.hasCred:
+		p.fail(want, fmt.Errorf("%w: the datagram carries no SCM_CREDENTIALS", ErrNoCredentials))
+		return
+	}
+	p.known |= attrCred
+	p.PID, p.UID, p.GID = int(m.cred.Pid), int(m.cred.Uid), int(m.cred.Gid)
+	p.ovf = ownOverflowIDs()
+	if want&attrLabel != 0 {
+		p.known |= attrLabel
+		if s.labels.Load() {
+			p.Label = m.label // none without a security module that labels sockets
+		} else {
+			p.errs.label = errors.New("the socket does not receive security labels (SO_PASSSEC)")
+		}
+	}
+	if want&pidfdAttrs != 0 {
+		s.readSender(m, want&pidfdAttrs, p)
+	}
+}
+
+// readSender reads the attributes in want (a subset of pidfdAttrs) of the
+// sender through its pidfd: the datagram's SCM_PIDFD, or before Linux 6.5
+// one opened from its pid.
+func (s *packetSys) readSender(m *control, want attrs, p *Peer) {
+	pidfd := m.pidfd
+	switch {
+	case p.PID <= 0:
+		p.fail(want, ErrPIDNotVisible)
+		return
+	case m.pidfdErr != nil:
+		p.fail(want, m.pidfdErr)
+		return
+	case pidfd < 0 && s.noPidfd.Load():
+		var err error
+		if pidfd, err = pidfdByStartTime(p.PID); err != nil {
+			p.fail(want, err)
+			return
+		}
+		defer unix.Close(pidfd)
+	case pidfd < 0:
+		p.fail(want, errors.New("the datagram carries no SCM_PIDFD of its sender"))
+		return
+	}
+	var (
+		groups []int
+		gErr   error
+		pinErr error
+	)
+	pin := func(read func(pid int)) error {
+		pinErr = pinnedBy(pidfd, p.PID, func(pid int) {
+			if want&attrGroups != 0 {
+				groups, gErr = readGroups(pid)
+			}
+			read(pid)
+		})
+		return pinErr
+	}
+	if want&procAttrs != 0 {
+		readProcessWith(want&procAttrs, p, pin)
+	} else {
+		pin(func(int) {})
+	}
+	if want&attrGroups != 0 {
+		p.known |= attrGroups
+		switch {
+		case pinErr != nil:
+			p.errs.groups = pinErr
+		case gErr != nil:
+			p.errs.groups = gErr
+		default:
+			p.Groups = groups
+		}
+	}
+}
+
+// readGroups reads the supplementary groups of pid from its status file.
+// The caller confirms through a pidfd that pid still is the sender.
+func readGroups(pid int) ([]int, error) {
+	var st Peer
+	if err := readStatus(pid, &st); err != nil {
+		return nil, fmt.Errorf("reading supplementary groups: %w", err)
+	}
+	return st.Groups, nil
+}
+
+// control is what the control messages of one datagram carried.
+type control struct {
+	cred     unix.Ucred
+	hasCred  bool
+	pidfd    int   // -1 when none
+	pidfdErr error // the kernel could not make a pidfd
+	label    string
+	err      error // the control data is malformed
+}
+
+// parseControl reads the control messages in oob, closing at once every
+// descriptor passed with SCM_RIGHTS. The caller closes the pidfd with
+// close.
+func parseControl(oob []byte) control {
+	m := control{pidfd: -1}
+	for len(oob) > 0 {
+		if len(oob) < unix.SizeofCmsghdr {
+			m.err = errors.New("malformed control message")
+			return m
+		}
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		hlen := unix.CmsgLen(0)
+		if int(h.Len) < hlen || int(h.Len) > len(oob) {
+			m.err = errors.New("malformed control message")
+			return m
+		}
+		data := oob[hlen:h.Len]
+		if next := unix.CmsgSpace(int(h.Len) - hlen); next < len(oob) {
+			oob = oob[next:]
+		} else {
+			oob = nil
+		}
+		if h.Level != unix.SOL_SOCKET {
+			continue
+		}
+		switch h.Type {
+		case unix.SCM_RIGHTS:
+			for ; len(data) >= 4; data = data[4:] {
+				unix.Close(int(*(*int32)(unsafe.Pointer(&data[0]))))
+			}
+		case unix.SCM_CREDENTIALS:
+			if len(data) >= unix.SizeofUcred {
+				m.cred = *(*unix.Ucred)(unsafe.Pointer(&data[0]))
+				m.hasCred = true
+			}
+		case unix.SCM_PIDFD:
+			if len(data) < 4 {
+				break
+			}
+			fd := int(*(*int32)(unsafe.Pointer(&data[0])))
+			switch {
+			case fd >= 0 && m.pidfd >= 0:
+				unix.Close(fd) // never more than one; keep the first
+			case fd >= 0:
+				m.pidfd = fd
+			default:
+				// The kernel puts the error of pidfd creation in the
+				// message: the sender has been reaped (6.5 to 6.15).
+				m.pidfdErr = fmt.Errorf("%w (SCM_PIDFD: %v)", ErrPeerExited, unix.Errno(-fd))
+			}
+		case unix.SCM_SECURITY:
+			for len(data) > 0 && data[len(data)-1] == 0 {
+				data = data[:len(data)-1]
+			}
+			m.label = string(data)
+		}
+	}
+	return m
+}
+
+// close closes the pidfd, if any.
+func (m *control) close() {
+	if m.pidfd >= 0 {
+		unix.Close(m.pidfd)
+		m.pidfd = -1
+	}
+}
