@@ -162,6 +162,36 @@
 // depend on grpc-go. Package github.com/secnet/secnet/policy reads the
 // rules from a TOML policy file, the same files the secnet command uses.
 //
+// # Datagram sockets
+//
+// ListenPacket is the drop-in replacement for
+// net.ListenPacket("unixgram", path): syslog (/dev/log), sd_notify
+// receivers (NOTIFY_SOCKET), metrics agents. A datagram socket has no
+// connection and SO_PEERCRED means nothing there; the kernel attaches the
+// sender's identity to every datagram instead, and *PacketConn (a
+// net.PacketConn) checks each datagram's sender against the rules when
+// the application reads it:
+//
+//	pc, err := secnet.ListenPacket("unixgram", "/run/myd/notify",
+//		secnet.UID(0), secnet.Program("/usr/sbin/myd"))
+//	n, addr, peer, err := pc.ReadFromPeer(buf) // only datagrams that passed
+//
+// Datagrams whose sender fails are dropped and reported to
+// ListenConfig.Rejected; ReadFrom goes on with the next one. UID, GID,
+// User and SameUser see the ids the kernel attached when the datagram was
+// sent (SCM_CREDENTIALS), which are the sender's real ids, where
+// SO_PEERCRED on a connection gives the effective ones; they hold even
+// when the sender has exited since. Rules that need the sender's process
+// (InGroup and Group for the supplementary groups, Program,
+// ProgramDigest, Cgroup, Unit, SameNamespaces, OnHost) read /proc through
+// the pidfd that comes with the datagram (SCM_PIDFD, Linux 6.5; before
+// that pidfd_open with a start-time check), as the process is when the
+// datagram is read: a sender that has exited fails them with
+// ErrPeerExited, and one that called execve after sending is seen running
+// its new program. Label uses the datagram's SCM_SECURITY. A datagram
+// with truncated control data or without credentials is rejected, and
+// file descriptors passed with SCM_RIGHTS are always closed.
+//
 // # Socket files
 //
 // Listen binds the socket at its own path, as net.Listen does, so that

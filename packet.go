@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -207,13 +208,33 @@ func listenUnixgram(ctx context.Context, lc *ListenConfig, network, address stri
 	if network != "unixgram" {
 		return fail(net.UnknownNetworkError(network))
 	}
-	nlc := net.ListenConfig{Control: control}
 	abstract := len(address) > 0 && address[0] == '@'
-	if abstract && (lc.Mode != 0 || lc.Owner != "" || lc.Group != "") {
+	secure := lc.Mode != 0 || lc.Owner != "" || lc.Group != ""
+	if abstract && secure {
 		return fail(errors.New("an abstract socket has no file: Mode, Owner and Group cannot apply"))
 	}
-	if lc.Mode != 0 || lc.Owner != "" || lc.Group != "" {
-		return fail(errors.New("TODO: Mode, Owner and Group for datagram sockets"))
+	uid, gid, err := lookupOwner(lc.Owner, lc.Group)
+	if err != nil {
+		return fail(err)
+	}
+	mode := lc.Mode.Perm()
+	if secure && lc.Mode == 0 {
+		return fail(errors.New("Owner or Group without Mode: set Mode"))
+	}
+	nlc := net.ListenConfig{Control: control}
+	if secure {
+		// Bound with at most mode&0700: only this user can send until the
+		// owner and the full mode are set.
+		nlc.Control = func(network, address string, c syscall.RawConn) error {
+			if err := control(network, address, c); err != nil {
+				return err
+			}
+			var err error
+			if cerr := c.Control(func(fd uintptr) { err = syscall.Fchmod(int(fd), uint32(mode&0o700)) }); cerr != nil {
+				return cerr
+			}
+			return err
+		}
 	}
 	pc, err := nlc.ListenPacket(ctx, network, address)
 	if errors.Is(err, syscall.EADDRINUSE) && !abstract {
@@ -229,12 +250,22 @@ func listenUnixgram(ctx context.Context, lc *ListenConfig, network, address stri
 	if abstract {
 		return conn, nil, nil
 	}
-	id, err := lstatFileID(address)
+	file := &socketFile{addr: &net.UnixAddr{Name: address, Net: network}}
+	file.id, err = lstatFileID(address)
+	if err == nil && secure {
+		err = os.Lchown(address, uid, gid)
+		if err == nil {
+			err = os.Chmod(address, mode)
+		}
+		if err != nil {
+			file.remove()
+		}
+	}
 	if err != nil {
 		conn.Close()
 		return fail(err)
 	}
-	return conn, &socketFile{addr: &net.UnixAddr{Name: address, Net: network}, id: id}, nil
+	return conn, file, nil
 }
 
 // removeStalePacket removes the socket file at path if nothing is bound

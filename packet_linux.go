@@ -1,11 +1,13 @@
 package secnet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,8 +27,8 @@ type packetSys struct {
 	labels atomic.Bool
 	// setMu serializes enabling options for ReadFromPeer.
 	setMu sync.Mutex
-	// oob holds control message buffers of oobSize bytes.
-	oob sync.Pool
+	// bufs holds *readBuf.
+	bufs sync.Pool
 	// oobSize is the size of the control message buffer (smaller only in
 	// tests).
 	oobSize int
@@ -124,24 +126,32 @@ func (c *PacketConn) readMsg(b []byte, want attrs) (int, *net.UnixAddr, Peer, *R
 	if err := c.enableFor(want); err != nil {
 		return 0, nil, Peer{}, nil, c.opError("read", err)
 	}
-	oobp, _ := c.sys.oob.Get().(*[]byte)
-	if oobp == nil {
-		buf := make([]byte, c.sys.oobSize)
-		oobp = &buf
+	rb, _ := c.sys.bufs.Get().(*readBuf)
+	if rb == nil {
+		rb = &readBuf{oob: make([]byte, c.sys.oobSize)}
 	}
-	defer c.sys.oob.Put(oobp)
-	n, oobn, flags, addr, err := c.conn.ReadMsgUnix(b, *oobp)
+	defer c.sys.bufs.Put(rb)
+	n, oobn, flags, addr, err := c.conn.ReadMsgUnix(b, rb.oob)
 	if err != nil {
 		return 0, nil, Peer{}, nil, err
 	}
-	m := parseControl((*oobp)[:oobn])
+	m := parseControl(rb.oob[:oobn])
 	defer m.close()
-	var p Peer
-	c.sys.sender(&m, flags, want, &p)
-	if rej := c.v.check(&p); rej != nil {
+	p := &rb.peer
+	*p = Peer{}
+	c.sys.sender(&m, flags, want, p)
+	if rej := c.v.check(p); rej != nil {
 		return 0, nil, Peer{}, rej, nil
 	}
-	return n, addr, p, nil, nil
+	return n, addr, *p, nil, nil
+}
+
+// readBuf is what one read needs besides the caller's buffer, kept
+// between reads: the control message buffer, and the Peer the rules see
+// (which would otherwise be allocated for every datagram).
+type readBuf struct {
+	oob  []byte
+	peer Peer
 }
 
 // sender fills p with the identity of the sender of the datagram whose
@@ -231,14 +241,34 @@ func (s *packetSys) readSender(m *control, want attrs, p *Peer) {
 	}
 }
 
-// readGroups reads the supplementary groups of pid from its status file.
-// The caller confirms through a pidfd that pid still is the sender.
+// readGroups reads the supplementary groups of pid from the Groups line
+// of its status file. The caller confirms through a pidfd that pid still
+// is the sender.
 func readGroups(pid int) ([]int, error) {
-	var st Peer
-	if err := readStatus(pid, &st); err != nil {
-		return nil, fmt.Errorf("reading supplementary groups: %w", err)
+	name := "/proc/" + strconv.Itoa(pid) + "/status"
+	b, err := readProcFile(name)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, procError(name, err)
 	}
-	return st.Groups, nil
+	_, line, ok := bytes.Cut(b, []byte("\nGroups:"))
+	if !ok {
+		return nil, fmt.Errorf("malformed %s: no Groups line", name)
+	}
+	line, _, _ = bytes.Cut(line, []byte("\n"))
+	fields := bytes.Fields(line)
+	groups := make([]int, len(fields))
+	for i, f := range fields {
+		g, err := strconv.ParseUint(string(f), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("malformed %s: Groups line: %w", name, err)
+		}
+		groups[i] = int(g)
+	}
+	return groups, nil
 }
 
 // control is what the control messages of one datagram carried.

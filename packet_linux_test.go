@@ -599,6 +599,41 @@ func TestPacketSocketFile(t *testing.T) {
 			t.Error("the regular file was changed")
 		}
 	})
+	t.Run("mode and owner", func(t *testing.T) {
+		requireRoot(t)
+		path := filepath.Join(dir, "m")
+		lc := &ListenConfig{Mode: 0620, Owner: "1234", Group: "1235"}
+		pc, err := lc.ListenPacket(context.Background(), "unixgram", path, Anyone())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		var st syscall.Stat_t
+		if err := syscall.Lstat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode&0o7777 != 0o620 || st.Uid != 1234 || st.Gid != 1235 {
+			t.Errorf("socket file mode %#o owner %d:%d, want 0620 1234:1235", st.Mode&0o7777, st.Uid, st.Gid)
+		}
+		// Sending needs write permission: the group may, others may not.
+		bin := peerBinary(t)
+		send := func(uid, gid int) (string, error) {
+			cmd := dgramCmd(bin, path, "exit")
+			cmd.SysProcAttr = asUser(uid, gid)
+			cmd.Stdout = nil
+			out, err := cmd.Output()
+			return string(out), err
+		}
+		if out, err := send(1236, 1236); err == nil || !strings.Contains(out, "permission denied") {
+			t.Errorf("another user sent to a 0620 socket: %v %s", err, out)
+		}
+		if out, err := send(1236, 1235); err != nil {
+			t.Errorf("a member of the group: %v %s", err, out)
+		}
+		if out, err := send(1234, 1234); err != nil {
+			t.Errorf("the owner: %v %s", err, out)
+		}
+	})
 	t.Run("errors", func(t *testing.T) {
 		if _, err := ListenPacket("unix", filepath.Join(dir, "u"), Anyone()); err == nil {
 			t.Error(`network "unix": no error`)
@@ -714,4 +749,64 @@ s.sendmsg([b"from python"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array(
 			t.Fatal("systemd-notify still waits on its barrier: the passed descriptor was not closed")
 		}
 	})
+}
+
+// BenchmarkPacketRead measures the rate at which one reader receives
+// 64-byte datagrams that a sender in another process sends as fast as it
+// can: a plain unixgram socket against PacketConn with each policy, in
+// the same run.
+func BenchmarkPacketRead(b *testing.B) {
+	bin := peerBinary(b)
+	for _, bc := range []struct {
+		name  string
+		rules []Rule
+		peer  bool // ReadFromPeer
+	}{
+		{"plain", nil, false},
+		{"uid", []Rule{UID(os.Getuid())}, false},
+		{"ingroup", []Rule{InGroup(os.Getgid())}, false},
+		{"program", []Rule{Program(bin)}, false},
+		{"uid+program", []Rule{UID(os.Getuid()), Program(bin)}, false},
+		{"peer", []Rule{UID(os.Getuid())}, true},
+	} {
+		b.Run("rules="+bc.name, func(b *testing.B) {
+			path := filepath.Join(benchDir(b), "d")
+			var read func([]byte) error
+			var closer io.Closer
+			if bc.rules == nil {
+				c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				read = func(buf []byte) error { _, _, err := c.ReadFrom(buf); return err }
+				closer = c
+			} else {
+				pc, err := ListenPacket("unixgram", path, bc.rules...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				pc.SetRejected(func(e *RejectError) { b.Fatal(e) })
+				read = func(buf []byte) error { _, _, err := pc.ReadFrom(buf); return err }
+				if bc.peer {
+					read = func(buf []byte) error { _, _, _, err := pc.ReadFromPeer(buf); return err }
+				}
+				closer = pc
+			}
+			sender := dgramCmd(bin, path, "flood")
+			if err := sender.Start(); err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, 128)
+			if err := read(buf); err != nil { // the sender runs
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if err := read(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			closer.Close()
+			sender.Wait()
+		})
+	}
 }
