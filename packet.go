@@ -2,10 +2,8 @@ package secnet
 
 import (
 	"context"
-	"errors"
-	"fmt"
+	"io"
 	"net"
-	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -198,86 +196,18 @@ func (c *PacketConn) opError(op string, err error) error {
 // compile-time check
 var _ net.PacketConn = (*PacketConn)(nil)
 
-// listenUnixgram binds the datagram socket for lc. control runs on the
-// socket before bind, after lc.Control.
+// listenUnixgram binds the datagram socket for lc (see bindUnix).
+// control runs on the socket before bind, after lc.Control.
 func listenUnixgram(ctx context.Context, lc *ListenConfig, network, address string,
 	control func(network, address string, c syscall.RawConn) error) (*net.UnixConn, *socketFile, error) {
-	fail := func(err error) (*net.UnixConn, *socketFile, error) {
-		return nil, nil, listenError(network, address, err)
-	}
 	if network != "unixgram" {
-		return fail(net.UnknownNetworkError(network))
+		return nil, nil, listenError(network, address, net.UnknownNetworkError(network))
 	}
-	abstract := len(address) > 0 && address[0] == '@'
-	secure := lc.Mode != 0 || lc.Owner != "" || lc.Group != ""
-	if abstract && secure {
-		return fail(errors.New("an abstract socket has no file: Mode, Owner and Group cannot apply"))
-	}
-	uid, gid, err := lookupOwner(lc.Owner, lc.Group)
-	if err != nil {
-		return fail(err)
-	}
-	mode := lc.Mode.Perm()
-	if secure && lc.Mode == 0 {
-		return fail(errors.New("Owner or Group without Mode: set Mode"))
-	}
-	nlc := net.ListenConfig{Control: control}
-	if secure {
-		// Bound with at most mode&0700: only this user can send until the
-		// owner and the full mode are set.
-		nlc.Control = func(network, address string, c syscall.RawConn) error {
-			if err := control(network, address, c); err != nil {
-				return err
-			}
-			var err error
-			if cerr := c.Control(func(fd uintptr) { err = syscall.Fchmod(int(fd), uint32(mode&0o700)) }); cerr != nil {
-				return cerr
-			}
-			return err
-		}
-	}
-	pc, err := nlc.ListenPacket(ctx, network, address)
-	if errors.Is(err, syscall.EADDRINUSE) && !abstract {
-		if err := removeStalePacket(address); err != nil {
-			return fail(err)
-		}
-		pc, err = nlc.ListenPacket(ctx, network, address)
-	}
+	s, file, err := bindUnix(ctx, lc, network, address, control, func(nlc *net.ListenConfig) (io.Closer, error) {
+		return nlc.ListenPacket(ctx, network, address)
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	conn := pc.(*net.UnixConn)
-	if abstract {
-		return conn, nil, nil
-	}
-	file := &socketFile{addr: &net.UnixAddr{Name: address, Net: network}}
-	file.id, err = lstatFileID(address)
-	if err == nil && secure {
-		err = os.Lchown(address, uid, gid)
-		if err == nil {
-			err = os.Chmod(address, mode)
-		}
-		if err != nil {
-			file.remove()
-		}
-	}
-	if err != nil {
-		conn.Close()
-		return fail(err)
-	}
-	return conn, file, nil
-}
-
-// removeStalePacket removes the socket file at path if nothing is bound
-// to it.
-func removeStalePacket(path string) error {
-	c, err := net.Dial("unixgram", path)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("another process is bound to %s: %w", path, syscall.EADDRINUSE)
-	}
-	if errors.Is(err, syscall.EPROTOTYPE) {
-		return fmt.Errorf("a stream socket is at %s: %w", path, syscall.EADDRINUSE)
-	}
-	return removeStale(path)
+	return s.(*net.UnixConn), file, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -52,7 +53,29 @@ func isAbstract(address string) bool {
 	return len(address) > 0 && (address[0] == '@' || address[0] == 0)
 }
 
-// listenUnix creates the listening socket for lc.
+// listenUnix creates the listening socket for lc (see bindUnix).
+func listenUnix(ctx context.Context, lc *ListenConfig, network, address string) (*net.UnixListener, *socketFile, error) {
+	if network != "unix" && network != "unixpacket" {
+		return nil, nil, listenError(network, address, net.UnknownNetworkError(network))
+	}
+	s, file, err := bindUnix(ctx, lc, network, address, lc.Control, func(nlc *net.ListenConfig) (io.Closer, error) {
+		l, err := nlc.Listen(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		ln := l.(*net.UnixListener)
+		ln.SetUnlinkOnClose(false) // Close removes the file only if it is still ours
+		return ln, nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.(*net.UnixListener), file, nil
+}
+
+// bindUnix creates the socket file for lc: bind makes the socket (a
+// listener, or a datagram socket) with the net.ListenConfig it is given,
+// whose Control calls control.
 //
 // A path socket is bound at its own path, so that the kernel's name for
 // it (Addr, every connection's LocalAddr, the client's RemoteAddr) is
@@ -61,23 +84,22 @@ func isAbstract(address string) bool {
 // then given its owner and group and its full mode through a handle that
 // does not follow symlinks, and checked (see secureSocketFile). The
 // process umask is never changed.
-func listenUnix(ctx context.Context, lc *ListenConfig, network, address string) (*net.UnixListener, *socketFile, error) {
-	fail := func(err error) (*net.UnixListener, *socketFile, error) {
+func bindUnix(ctx context.Context, lc *ListenConfig, network, address string,
+	control func(network, address string, c syscall.RawConn) error,
+	bind func(nlc *net.ListenConfig) (io.Closer, error)) (io.Closer, *socketFile, error) {
+	fail := func(err error) (io.Closer, *socketFile, error) {
 		return nil, nil, listenError(network, address, err)
 	}
-	if network != "unix" && network != "unixpacket" {
-		return fail(net.UnknownNetworkError(network))
-	}
-	nlc := net.ListenConfig{Control: lc.Control}
+	nlc := net.ListenConfig{Control: control}
 	if isAbstract(address) {
 		if lc.Mode != 0 || lc.Owner != "" || lc.Group != "" {
 			return fail(errors.New("an abstract socket has no file: Mode, Owner and Group cannot apply"))
 		}
-		ln, err := nlc.Listen(ctx, network, address)
+		s, err := bind(&nlc)
 		if err != nil {
 			return nil, nil, err
 		}
-		return ln.(*net.UnixListener), nil, nil
+		return s, nil, nil
 	}
 	if address == "" {
 		return fail(errors.New("empty socket path"))
@@ -101,19 +123,18 @@ func listenUnix(ctx context.Context, lc *ListenConfig, network, address string) 
 	}
 	if secure {
 		nlc.Control = func(network, address string, c syscall.RawConn) error {
-			if lc.Control != nil {
-				if err := lc.Control(network, address, c); err != nil {
+			if control != nil {
+				if err := control(network, address, c); err != nil {
 					return err
 				}
 			}
 			return restrictBeforeBind(c, mode&0700)
 		}
 	}
-	ln, err := bindReplacingStale(ctx, &nlc, network, address)
+	s, err := bindReplacingStale(address, func() (io.Closer, error) { return bind(&nlc) })
 	if err != nil {
 		return fail(err)
 	}
-	ln.SetUnlinkOnClose(false) // Close removes the file only if it is still ours
 	var id sockID
 	if secure {
 		id, err = secureSocketFile(address, mode, uid, gid)
@@ -121,20 +142,20 @@ func listenUnix(ctx context.Context, lc *ListenConfig, network, address string) 
 		id, err = lstatSocket(address)
 	}
 	if err != nil {
-		ln.Close()
+		s.Close()
 		return fail(err)
 	}
-	return ln, &socketFile{addr: &net.UnixAddr{Name: address, Net: network}, id: id}, nil
+	return s, &socketFile{addr: &net.UnixAddr{Name: address, Net: network}, id: id}, nil
 }
 
-// bindReplacingStale binds a listening socket at address. If a file is in
+// bindReplacingStale binds a socket at address with bind. If a file is in
 // the way, it is removed only if it is a socket that nothing listens on,
 // and the bind is tried again.
-func bindReplacingStale(ctx context.Context, nlc *net.ListenConfig, network, address string) (*net.UnixListener, error) {
+func bindReplacingStale(address string, bind func() (io.Closer, error)) (io.Closer, error) {
 	for attempt := 0; ; attempt++ {
-		l, err := nlc.Listen(ctx, network, address)
+		s, err := bind()
 		if err == nil {
-			return l.(*net.UnixListener), nil
+			return s, nil
 		}
 		if !errors.Is(err, syscall.EADDRINUSE) {
 			return nil, bindError(address, err)
@@ -215,7 +236,7 @@ func removeStale(path string) error {
 	if err != nil {
 		return nil // replaced meanwhile: bind again, and look again
 	}
-	for _, network := range []string{"unix", "unixpacket"} {
+	for _, network := range []string{"unix", "unixpacket", "unixgram"} {
 		c, err := net.DialTimeout(network, path, time.Second)
 		if err == nil {
 			c.Close()
