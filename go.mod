@@ -2,6 +2,8 @@ module github.com/secnet/secnet
 
 go 1.26.0
 
-require golang.org/x/sys v0.50.0
-
-require github.com/pelletier/go-toml/v2 v2.4.3 // indirect
+require (
+	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/pelletier/go-toml/v2 v2.4.3
+	golang.org/x/sys v0.50.0
+)

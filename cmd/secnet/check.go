@@ -3,7 +3,10 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 
 	"github.com/secnet/secnet"
@@ -15,16 +18,34 @@ const checkUsage = `secnet check --policy FILE [--pid PID] [--json]
 Validates a policy file: prints its rules and exits 0, or prints what is
 wrong with it (file, line and key) and exits 1. With --pid it also checks
 the running process PID against the policy, as it is now (read from
-/proc, not from a connection), and exits 3 if the process fails it.`
+/proc, not from a connection), and exits 3 if the process fails it.
 
-// checkResult is the --json output of check without --pid.
+--json prints one object, with or without --pid: policy, valid, rules,
+error, line and key describe the policy file; process is null, or with
+--pid the process's identity and verdict (pid, uid, user, gid, group,
+groups, group_names, program, label, error, verdict, failures).
+
+The policy file is TOML. Each [[rule]] table holds one or more rules, one
+per key, and a peer must pass every rule of every table:
+
+  # Members of group docker running the docker client, or root.
+  [[rule]]
+  anyof = [{ uid = 0 }, { group = "docker", program = "/usr/bin/docker" }]
+
+Keys: uid, gid, ingroup (an integer or an array of them); user, group
+(names); program (absolute paths); label, cgroup (patterns); unit;
+sameuser = true; anyone = true; allof, anyof (arrays of tables); not (a
+table). The project's docs/policy.md describes every key.`
+
+// checkResult is the --json output of check, with or without --pid.
 type checkResult struct {
-	Policy string   `json:"policy"`
-	Valid  bool     `json:"valid"`
-	Rules  []string `json:"rules,omitempty"`
-	Error  string   `json:"error,omitempty"`
-	Line   int      `json:"line,omitempty"`
-	Key    string   `json:"key,omitempty"`
+	Policy  string   `json:"policy"`
+	Valid   bool     `json:"valid"`
+	Rules   []string `json:"rules,omitempty"`
+	Error   string   `json:"error,omitempty"`
+	Line    int      `json:"line,omitempty"`
+	Key     string   `json:"key,omitempty"`
+	Process *report  `json:"process"` // nil without --pid
 }
 
 func runCheck(e *env, args []string) int {
@@ -38,52 +59,87 @@ func runCheck(e *env, args []string) int {
 	if status, ok := f.require(e, "policy"); !ok {
 		return status
 	}
-	pol, err := policy.Load(*policyFile)
-	if *pid == 0 {
-		return printCheck(e, *policyFile, pol, err, *asJSON)
+	pidSet := false
+	f.Visit(func(fl *flag.Flag) { pidSet = pidSet || fl.Name == "pid" })
+	if pidSet && *pid <= 0 {
+		return f.fail(e, "--pid must be a process id, 1 or more (got %d)", *pid)
 	}
+	pol, err := policy.Load(*policyFile)
+	res := checkResult{Policy: *policyFile, Valid: err == nil}
 	if err != nil {
+		res.Error = undouble(err.Error())
+		var pe *policy.Error
+		if errors.As(err, &pe) {
+			res.Line, res.Key = pe.Line, pe.Key
+		}
+		if *asJSON {
+			json.NewEncoder(e.stdout).Encode(res)
+			return exitError
+		}
+		return failf(e, "check", "%v", err)
+	}
+	res.Rules = strings.Split(pol.String(), "\n")
+	if !pidSet {
+		if *asJSON {
+			json.NewEncoder(e.stdout).Encode(res)
+		} else {
+			fmt.Fprintf(e.stdout, "%s: valid; a peer must pass every rule:\n", *policyFile)
+			for _, r := range res.Rules {
+				fmt.Fprintf(e.stdout, "  %s\n", r)
+			}
+		}
+		return exitOK
+	}
+	if err := checkProcess(*pid); err != nil {
 		return failf(e, "check", "%v", err)
 	}
 	p, err := secnet.PeerOfProcess(*pid)
 	if err != nil {
+		if errors.Is(err, secnet.ErrPeerExited) && !processExists(*pid) {
+			return failf(e, "check", "no process with pid %d", *pid)
+		}
 		return failf(e, "check", "%v", err)
 	}
-	r := newReport(&p, pol)
-	if err := r.write(e.stdout, *asJSON); err != nil {
+	res.Process = newReport(&p, pol)
+	if *asJSON {
+		err = json.NewEncoder(e.stdout).Encode(res)
+	} else {
+		err = res.Process.write(e.stdout, false)
+	}
+	if err != nil {
 		return failf(e, "check", "%v", err)
 	}
-	if r.rejected() {
+	if res.Process.rejected() {
 		return exitRejected
 	}
 	return exitOK
 }
 
-// printCheck reports whether the policy is valid.
-func printCheck(e *env, name string, pol *policy.Policy, err error, asJSON bool) int {
-	res := checkResult{Policy: name, Valid: err == nil}
-	if err != nil {
-		res.Error = err.Error()
-		var pe *policy.Error
-		if errors.As(err, &pe) {
-			res.Line, res.Key = pe.Line, pe.Key
-		}
-	} else {
-		res.Rules = strings.Split(pol.String(), "\n")
+// checkProcess refuses a pid that names no process, or a kernel thread,
+// with a message that says which.
+func checkProcess(pid int) error {
+	if !processExists(pid) {
+		return fmt.Errorf("no process with pid %d", pid)
 	}
-	switch {
-	case asJSON:
-		json.NewEncoder(e.stdout).Encode(res)
-	case err != nil:
-		fmt.Fprintf(e.stderr, "secnet check: %v\n", err)
-	default:
-		fmt.Fprintf(e.stdout, "%s: valid; a peer must pass every rule:\n", name)
-		for _, r := range res.Rules {
-			fmt.Fprintf(e.stdout, "  %s\n", r)
-		}
+	if kernelThread(pid) {
+		return fmt.Errorf("pid %d is a kernel thread: it runs no program and never connects to a socket", pid)
 	}
-	if err != nil {
-		return exitError
+	return nil
+}
+
+// processExists reports whether a process with this pid exists (in this
+// process's pid namespace).
+func processExists(pid int) bool {
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	if err == nil {
+		return true
 	}
-	return exitOK
+	if !errors.Is(err, os.ErrNotExist) {
+		return true // cannot tell: let the check say what it finds
+	}
+	// Without /proc (other systems), ask the kernel.
+	if _, err := os.Stat("/proc/self"); err != nil {
+		return signalZero(pid)
+	}
+	return false
 }

@@ -51,7 +51,7 @@ func newReport(p *secnet.Peer, pol *policy.Policy) *report {
 		}
 	}
 	if err := p.Err(); err != nil {
-		r.Error = err.Error()
+		r.Error = oneLine(err)
 	}
 	if pol != nil {
 		r.Verdict = "allowed"
@@ -146,7 +146,10 @@ func orNone(s string) string {
 
 // peerAttr is the identity of a peer for a log record, as far as it was
 // read.
-func peerAttr(p *secnet.Peer) slog.Attr {
+func peerAttr(p *secnet.Peer) slog.Attr { return identityAttr("peer", p) }
+
+// identityAttr is the identity of a process under key.
+func identityAttr(key string, p *secnet.Peer) slog.Attr {
 	attrs := make([]slog.Attr, 0, 7)
 	attrs = append(attrs, slog.Int("pid", p.PID), slog.Int("uid", p.UID), slog.Int("gid", p.GID))
 	if p.Groups != nil {
@@ -159,21 +162,56 @@ func peerAttr(p *secnet.Peer) slog.Attr {
 		attrs = append(attrs, slog.String("label", p.Label))
 	}
 	if err := p.Err(); err != nil {
-		attrs = append(attrs, slog.String("unread", err.Error()))
+		attrs = append(attrs, slog.String("unread", oneLine(err)))
 	}
-	return slog.Attr{Key: "peer", Value: slog.GroupValue(attrs...)}
+	return slog.Attr{Key: key, Value: slog.GroupValue(attrs...)}
 }
 
-// rejectAttrs are the log attributes of a rejection: the failed rules'
-// names and the reasons.
+// oneLine is the text of an error that may join several (one per
+// attribute that could not be read, often for the same reason) on one
+// line, each reason once.
+func oneLine(err error) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, part := range strings.Split(err.Error(), "\n") {
+		part = strings.TrimSpace(part)
+		if part != "" && !seen[part] {
+			seen[part] = true
+			parts = append(parts, part)
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// rejectAttrs are the log attributes of a rejection: the peer, the failed
+// rules' names (an array) and the reasons.
 func rejectAttrs(rej *secnet.RejectError) []any {
+	return failureAttrs(peerAttr(&rej.Peer), rej)
+}
+
+// serverAttrs are the log attributes of an upstream server that failed
+// the upstream rules.
+func serverAttrs(rej *secnet.RejectError) []any {
+	return failureAttrs(identityAttr("server", &rej.Peer), rej)
+}
+
+func failureAttrs(who slog.Attr, rej *secnet.RejectError) []any {
 	names := make([]string, len(rej.Failures))
 	reasons := make([]string, len(rej.Failures))
 	for i, f := range rej.Failures {
 		names[i] = f.Rule
 		reasons[i] = f.Error()
 	}
-	return []any{peerAttr(&rej.Peer), slog.String("failed", strings.Join(names, ",")), slog.String("reason", strings.Join(reasons, "; "))}
+	return []any{who, slog.Any("failed", names), slog.String("reason", strings.Join(reasons, "; "))}
+}
+
+// userName returns the name of user uid, or "" when it has none.
+func userName(uid int) string {
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		return ""
+	}
+	return u.Username
 }
 
 // loadPolicy loads the policy file named by a --policy flag, or returns

@@ -25,7 +25,7 @@ func runInspect(e *env, args []string) int {
 	listen := f.String("listen", "", "`path` of the socket to create and accept on (required)")
 	policyFile := f.String("policy", "", "policy `file` to check each peer with")
 	asJSON := f.Bool("json", false, "print one JSON object per line")
-	mode := f.String("mode", "", "permission bits of the socket file, in octal, e.g. 0666 (default: 0777 less the umask)")
+	mode := f.String("mode", "", "permission `bits` of the socket file, in octal, e.g. 0666 (default: 0777 less the umask)")
 	count := f.Int("count", 0, "exit after this many connections (0: run until a signal)")
 	if _, status, ok := f.parse(e, args, 0); !ok {
 		return status
@@ -36,6 +36,12 @@ func runInspect(e *env, args []string) int {
 	fileMode, err := parseMode(*mode)
 	if err != nil {
 		return f.fail(e, "--mode: %v", err)
+	}
+	if *count < 0 {
+		return f.fail(e, "--count must not be negative (got %d)", *count)
+	}
+	if err := checkSocketPath("--listen", *listen); err != nil {
+		return f.fail(e, "%v", err)
 	}
 	pol, err := loadPolicy(*policyFile)
 	if err != nil {
@@ -56,7 +62,7 @@ func runInspect(e *env, args []string) int {
 		<-sigs
 		ln.Close()
 	}()
-	fmt.Fprintf(e.stderr, "secnet inspect: listening on %s\n", *listen)
+	fmt.Fprintf(e.stderr, "secnet inspect: listening on %s %s\n", *listen, socketFileText(*listen))
 	for n := 0; *count == 0 || n < *count; n++ {
 		c, err := ln.AcceptSecure()
 		if errors.Is(err, net.ErrClosed) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 )
 
 // logFlags are the logging options of the proxy.
@@ -20,9 +21,10 @@ func addLogFlags(f *flags) logFlags {
 
 // logger returns a logger writing to w as the flags say.
 func (lf logFlags) logger(w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*lf.level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+	levels := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+	level, ok := levels[strings.ToLower(*lf.level)]
+	if !ok {
+		return nil, fmt.Errorf("--log-level: want debug, info, warn or error, not %q", *lf.level)
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	switch *lf.format {

@@ -8,7 +8,8 @@
 //	secnet demo
 //
 // Policy files are described in docs/policy.md, the commands in
-// docs/cli.md. Exit status: 0 success, 1 error, 2 bad usage, 3 a peer
+// docs/cli.md (and, for an installed binary, in 'secnet check --help' and
+// 'secnet COMMAND --help'). Exit status: 0 success, 1 error, 2 bad usage, 3 a peer
 // failed the policy.
 package main
 
@@ -97,7 +98,7 @@ Usage:
 	}
 	fmt.Fprint(w, `
 Run 'secnet COMMAND --help' for the options of a command.
-Policy files are TOML; see docs/policy.md.
+Policy files are TOML; 'secnet check --help' describes the format.
 Exit status: 0 success, 1 error, 2 bad usage, 3 a peer failed the policy.
 `)
 }
@@ -166,7 +167,7 @@ func (f *flags) parse(e *env, args []string, maxArgs int) (pos []string, status 
 
 // fail reports a usage error and returns exitUsage.
 func (f *flags) fail(e *env, format string, args ...any) int {
-	fmt.Fprintf(e.stderr, "secnet %s: %s\nRun 'secnet %s --help' for usage.\n", f.name, fmt.Sprintf(format, args...), f.name)
+	fmt.Fprintf(e.stderr, "secnet %s: %s\nRun 'secnet %s --help' for usage.\n", f.name, undouble(fmt.Sprintf(format, args...)), f.name)
 	return exitUsage
 }
 
@@ -180,15 +181,34 @@ func (f *flags) require(e *env, names ...string) (int, bool) {
 	return exitOK, true
 }
 
+// printHelp prints the usage text and every flag, each in the --flag
+// form the usage line uses.
 func (f *flags) printHelp(w io.Writer) {
-	fmt.Fprintf(w, "usage: %s\n\nOptions:\n", strings.TrimSpace(f.usage))
-	f.SetOutput(w)
-	f.PrintDefaults()
-	f.SetOutput(io.Discard)
+	var b strings.Builder
+	fmt.Fprintf(&b, "usage: %s\n\nOptions:\n", strings.TrimSpace(f.usage))
+	f.VisitAll(func(fl *flag.Flag) {
+		name, usage := flag.UnquoteUsage(fl)
+		fmt.Fprintf(&b, "  --%s", fl.Name)
+		if name != "" {
+			fmt.Fprintf(&b, " %s", name)
+		}
+		fmt.Fprintf(&b, "\n    \t%s", strings.ReplaceAll(usage, "\n", "\n    \t"))
+		if def := fl.DefValue; def != "" && def != "0" && def != "0s" && def != "false" {
+			fmt.Fprintf(&b, " (default %s)", def)
+		}
+		b.WriteString("\n")
+	})
+	io.WriteString(w, b.String())
 }
 
 // failf prints an error of a command and returns exitError.
 func failf(e *env, name, format string, args ...any) int {
-	fmt.Fprintf(e.stderr, "secnet %s: %s\n", name, fmt.Sprintf(format, args...))
+	fmt.Fprintf(e.stderr, "secnet %s: %s\n", name, undouble(fmt.Sprintf(format, args...)))
 	return exitError
+}
+
+// undouble drops the "secnet: " that errors of the library begin with:
+// the command names itself already.
+func undouble(msg string) string {
+	return strings.ReplaceAll(strings.TrimPrefix(msg, "secnet: "), ": secnet: ", ": ")
 }

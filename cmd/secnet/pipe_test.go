@@ -31,7 +31,7 @@ func TestPipe(t *testing.T) {
 			type counts struct{ aToB, bToA int64 }
 			done := make(chan counts, 1)
 			go func() {
-				aToB, bToA, err := pipe(a, b, useSplice)
+				aToB, bToA, err := pipe(a, b, pipeOptions{noSplice: !useSplice})
 				if err != nil {
 					t.Errorf("pipe: %v", err)
 				}

@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/secnet/secnet"
-	"github.com/secnet/secnet/policy"
 )
 
 const proxyUsage = `secnet proxy --listen PATH --upstream PATH --policy FILE [options]
@@ -25,26 +24,44 @@ rules of the policy file, and connects every verified peer to the upstream
 socket, copying both ways (with half-close, so request/response protocols
 and streams both work). Peers that fail the policy are disconnected. Every
 decision is logged with the peer's identity and, for a rejection, the
-failing rules. On SIGINT or SIGTERM the proxy stops accepting, removes the
-socket file, lets open connections finish for the grace period and then
-closes them; a second signal closes them at once.`
+failing rules.
+
+The upstream is verified too: its server must run as root or as the
+proxy's own user (--upstream-user names others), so that nobody who takes
+the upstream path while the real server is down receives what clients
+send. A client whose upstream fails is disconnected.
+
+Signals: SIGHUP reads the policy file again; connections accepted from
+then on are checked against the new rules, open ones go on, and a file
+that does not load leaves the rules in force (the log says why). SIGINT
+or SIGTERM stop accepting, remove the socket file, let open connections
+finish for the grace period and then close them; a second signal closes
+them at once.
+
+Socket activation: started by systemd (or systemd-socket-activate) with
+LISTEN_FDS, the proxy serves the sockets it is passed instead of creating
+one; --listen then picks one of them by path and may be left out, and
+the socket's mode and owner are the .socket unit's (SocketMode=,
+SocketUser=, SocketGroup=).`
 
 func runProxy(e *env, args []string) int {
 	f := newFlags("proxy", proxyUsage)
-	listen := f.String("listen", "", "`path` of the socket to create and accept on (required)")
+	listen := f.String("listen", "", "`path` of the socket to create and accept on (required unless socket-activated)")
 	upstream := f.String("upstream", "", "`path` of the socket to forward verified connections to (required)")
-	policyFile := f.String("policy", "", "policy `file` every peer must pass (required; see docs/policy.md)")
-	mode := f.String("mode", "", "permission bits of the socket file, in octal, e.g. 0660 (default: 0777 less the umask)")
+	policyFile := f.String("policy", "", "policy `file` every peer must pass (required; the format: secnet check --help)")
+	mode := f.String("mode", "", "permission `bits` of the socket file, in octal, e.g. 0660 (default: 0777 less the umask)")
 	owner := f.String("owner", "", "`user` (name or id) that owns the socket file")
 	group := f.String("group", "", "`group` (name or id) that owns the socket file")
+	upstreamUsers := f.String("upstream-user", "", "`users` (names or ids, comma-separated) one of which the upstream's server must run as (default: root or the proxy's user)")
 	maxConns := f.Int("max-conns", 1024, "maximum number of connections served at once; more wait in the listen backlog")
 	grace := f.Duration("grace", 10*time.Second, "on SIGINT/SIGTERM, how long open connections may go on before they are closed")
 	dialTimeout := f.Duration("dial-timeout", 5*time.Second, "timeout for connecting to the upstream socket")
+	idleTimeout := f.Duration("idle-timeout", 0, "close a connection after this long without a byte moved either way (0: never)")
 	logOpts := addLogFlags(f)
 	if _, status, ok := f.parse(e, args, 0); !ok {
 		return status
 	}
-	if status, ok := f.require(e, "listen", "upstream", "policy"); !ok {
+	if status, ok := f.require(e, "upstream", "policy"); !ok {
 		return status
 	}
 	fileMode, err := parseMode(*mode)
@@ -54,86 +71,199 @@ func runProxy(e *env, args []string) int {
 	if *maxConns < 1 {
 		return f.fail(e, "--max-conns must be at least 1")
 	}
+	for _, err := range []error{
+		checkNonNegative("--grace", *grace),
+		checkNonNegative("--dial-timeout", *dialTimeout),
+		checkNonNegative("--idle-timeout", *idleTimeout),
+		checkSocketPath("--listen", *listen),
+		checkSocketPath("--upstream", *upstream),
+		checkOwner("--owner", *owner, false),
+		checkOwner("--group", *group, true),
+	} {
+		if err != nil {
+			return f.fail(e, "%v", err)
+		}
+	}
+	if *listen != "" && sameSocket(*listen, *upstream) {
+		return f.fail(e, "--listen and --upstream name the same socket (%q): the proxy would connect to itself", *listen)
+	}
+	upRule, err := upstreamRules(*upstreamUsers)
+	if err != nil {
+		return f.fail(e, "%v", err)
+	}
 	log, err := logOpts.logger(e.stderr)
 	if err != nil {
 		return f.fail(e, "%v", err)
 	}
-	pol, err := policy.Load(*policyFile)
+	pv, err := loadPolicyVersion(*policyFile)
 	if err != nil {
 		return failf(e, "proxy", "%v", err)
+	}
+
+	activated, err := activatedListeners()
+	if err != nil {
+		return failf(e, "proxy", "%v", err)
+	}
+	var lns []*secnet.Listener
+	var listening [][]any
+	if len(activated) > 0 {
+		if *mode != "" || *owner != "" || *group != "" {
+			closeActivated(activated)
+			return f.fail(e, "--mode, --owner and --group do not apply to a socket systemd passed: set SocketMode=, SocketUser= and SocketGroup= in the .socket unit")
+		}
+		for _, a := range activated {
+			path := a.ln.Addr().String()
+			if *listen != "" && !sameSocket(path, *listen) {
+				a.ln.Close()
+				continue
+			}
+			if sameSocket(path, *upstream) {
+				closeActivated(activated)
+				return f.fail(e, "the socket systemd passed (%q) is --upstream: the proxy would connect to itself", path)
+			}
+			lns = append(lns, secnet.NewListener(a.ln, secnet.Anyone()))
+			listening = append(listening, append([]any{"listen", path, "activated", a.name}, socketFileAttrs(path)...))
+		}
+		if len(lns) == 0 {
+			names := make([]string, len(activated))
+			for i, a := range activated {
+				names[i] = strconv.Quote(a.ln.Addr().String())
+			}
+			return f.fail(e, "--listen %q is none of the sockets systemd passed (%v)", *listen, names)
+		}
+	} else {
+		if *listen == "" {
+			return f.fail(e, "--listen is required (unless systemd passes the socket)")
+		}
+		lc := secnet.ListenConfig{Mode: fileMode, Owner: *owner, Group: *group}
+		// Anyone: accepting only reads the peer's credentials; each
+		// connection is checked against the policy in force on its own
+		// goroutine (see handle), so that a slow check delays nobody
+		// else and a reload needs no new listener.
+		ln, err := lc.Listen(context.Background(), "unix", *listen, secnet.Anyone())
+		if err != nil {
+			return failf(e, "proxy", "%v", err)
+		}
+		lns = append(lns, ln)
+		listening = append(listening, append([]any{"listen", *listen}, socketFileAttrs(*listen)...))
 	}
 
 	p := &proxy{
 		upstream: *upstream,
-		dialer:   net.Dialer{Timeout: *dialTimeout},
+		dialer:   secnet.Dialer{Rules: []secnet.Rule{upRule}, Timeout: *dialTimeout},
 		log:      log,
 		slots:    make(chan struct{}, *maxConns),
+		idle:     *idleTimeout,
 	}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	p.policy.cur.Store(pv)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
-	lc := secnet.ListenConfig{
-		Mode:  fileMode,
-		Owner: *owner,
-		Group: *group,
-		Rejected: func(rej *secnet.RejectError) {
-			log.Warn("rejected", rejectAttrs(rej)...)
-		},
+	warnUpstream(log, *upstream)
+	for _, attrs := range listening {
+		log.Info("listening", append(attrs, append([]any{"upstream", *upstream, "upstream_rule", upRule.String(),
+			"max_conns", *maxConns}, pv.attrs()...)...)...)
 	}
-	ln, err := lc.Listen(context.Background(), "unix", *listen, pol.Rules()...)
+	return p.serve(lns, sigs, *grace)
+}
+
+func closeActivated(as []activatedSocket) {
+	for _, a := range as {
+		a.ln.Close()
+	}
+}
+
+// socketFileAttrs are the mode, owner and group of a socket file for the
+// log.
+func socketFileAttrs(path string) []any {
+	fi, err := os.Stat(path)
 	if err != nil {
-		return failf(e, "proxy", "%v", err)
+		return nil
 	}
-	rules := make([]string, 0, len(pol.Rules()))
-	for _, r := range pol.Rules() {
-		rules = append(rules, r.String())
+	gid, uid := fileOwner(fi)
+	return []any{"mode", fmt.Sprintf("%04o", fi.Mode().Perm()), "owner", named(uid, userName(uid)), "group", named(gid, groupName(gid))}
+}
+
+// socketFileText is socketFileAttrs for a line of text.
+func socketFileText(path string) string {
+	a := socketFileAttrs(path)
+	if a == nil {
+		return ""
 	}
-	log.Info("listening", "listen", *listen, "upstream", *upstream, "policy", *policyFile, "rules", rules)
-	return p.serve(ln, sigs, *grace)
+	return fmt.Sprintf("(mode %s, owner %s, group %s)", a[1], a[3], a[5])
 }
 
 // proxy forwards verified connections to the upstream socket.
 type proxy struct {
 	upstream string
-	dialer   net.Dialer
+	dialer   secnet.Dialer
 	log      *slog.Logger
-	slots    chan struct{} // one element per connection being served (or about to be accepted)
+	policy   policyHolder
+	idle     time.Duration
 	conns    sync.WaitGroup
 	active   atomic.Int64 // connections being served
+
+	slotMu sync.Mutex
+	slots  chan struct{} // one element per connection being served (or about to be accepted)
+	full   bool          // all slots were taken, and the log said so
+
 	// kill is cancelled when the connections still open must be closed.
 	kill       context.Context
 	killCancel context.CancelFunc
 }
 
-// serve accepts until a signal, then drains; it returns the exit status.
-func (p *proxy) serve(ln *secnet.Listener, sigs <-chan os.Signal, grace time.Duration) int {
+// serve accepts until SIGINT or SIGTERM, then drains; SIGHUP reloads the
+// policy. It returns the exit status.
+func (p *proxy) serve(lns []*secnet.Listener, sigs <-chan os.Signal, grace time.Duration) int {
 	p.kill, p.killCancel = context.WithCancel(context.Background())
 	stop := make(chan struct{})
-	acceptErr := make(chan error, 1)
-	go func() { acceptErr <- p.acceptLoop(ln, stop) }()
+	acceptErr := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { acceptErr <- p.acceptLoop(ln, stop) }()
+	}
 
 	status := exitOK
-	select {
-	case sig := <-sigs:
-		p.log.Info("shutting down: no new connections", "signal", sig.String(), "open", p.open(), "grace", grace.String())
-	case err := <-acceptErr:
-		p.log.Error("accept failed; shutting down", "err", err)
-		status = exitError
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				p.policy.reload(p.log)
+				continue
+			}
+			p.log.Info("shutting down: no new connections", "signal", sig.String(), "open", p.open(), "grace", grace.String())
+			break wait
+		case err := <-acceptErr:
+			p.log.Error("accept failed; shutting down", "err", err)
+			status = exitError
+			break wait
+		}
 	}
 	close(stop)
-	ln.Close() // unblocks Accept and removes the socket file
+	for _, ln := range lns {
+		ln.Close() // unblocks Accept and removes the socket file Listen made
+	}
 
 	drained := make(chan struct{})
 	go func() { p.conns.Wait(); close(drained) }()
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
-	select {
-	case <-drained:
-	case <-timer.C:
-		p.log.Warn("grace period over: closing open connections", "open", p.open())
-	case sig := <-sigs:
-		p.log.Warn("second signal: closing open connections", "signal", sig.String(), "open", p.open())
+drain:
+	for {
+		select {
+		case <-drained:
+			break drain
+		case <-timer.C:
+			p.log.Warn("grace period over: closing open connections", "open", p.open())
+			break drain
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				continue // nothing new is accepted that a policy could apply to
+			}
+			p.log.Warn("second signal: closing open connections", "signal", sig.String(), "open", p.open())
+			break drain
+		}
 	}
 	p.killCancel()
 	<-drained
@@ -144,21 +274,52 @@ func (p *proxy) serve(ln *secnet.Listener, sigs <-chan os.Signal, grace time.Dur
 // open returns the number of connections being served.
 func (p *proxy) open() int64 { return p.active.Load() }
 
-// acceptLoop accepts verified connections while a slot is free, so that
-// clients beyond the limit wait in the kernel's backlog. It returns nil
-// when the listener is closed, or the error that made accepting
-// impossible.
+// takeSlot waits for a free slot, and reports false when stop closes
+// first. The log says when the limit is reached, once, and releaseSlot
+// when it clears.
+func (p *proxy) takeSlot(stop <-chan struct{}) bool {
+	p.slotMu.Lock()
+	select {
+	case p.slots <- struct{}{}:
+		p.slotMu.Unlock()
+		return true
+	default:
+	}
+	if !p.full {
+		p.full = true
+		p.log.Warn("connection limit reached: new connections wait in the listen backlog", "max_conns", cap(p.slots))
+	}
+	p.slotMu.Unlock()
+	select {
+	case p.slots <- struct{}{}:
+		return true
+	case <-stop:
+		return false
+	}
+}
+
+func (p *proxy) releaseSlot() {
+	p.slotMu.Lock()
+	<-p.slots
+	if p.full {
+		p.full = false
+		p.log.Info("connection limit cleared: accepting again", "max_conns", cap(p.slots))
+	}
+	p.slotMu.Unlock()
+}
+
+// acceptLoop accepts connections while a slot is free, so that clients
+// beyond the limit wait in the kernel's backlog. It returns nil when the
+// listener is closed, or the error that made accepting impossible.
 func (p *proxy) acceptLoop(ln *secnet.Listener, stop <-chan struct{}) error {
 	var backoff time.Duration
 	for {
-		select {
-		case p.slots <- struct{}{}:
-		case <-stop:
+		if !p.takeSlot(stop) {
 			return nil
 		}
 		c, err := ln.AcceptSecure()
 		if err != nil {
-			<-p.slots
+			p.releaseSlot()
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
@@ -189,14 +350,31 @@ func retryable(err error) bool {
 	return false
 }
 
-// handle serves one verified connection.
+// handle serves one accepted connection: it checks the peer against the
+// policy in force, then forwards it.
 func (p *proxy) handle(c *secnet.SecureConn) {
 	defer func() {
 		c.Close()
 		p.active.Add(-1)
-		<-p.slots
+		p.releaseSlot()
 		p.conns.Done()
 	}()
+	pv := p.policy.load() // this connection's one version of the policy
+	if _, err := secnet.Verify(c, pv.rules...); err != nil {
+		var rej *secnet.RejectError
+		if errors.As(err, &rej) {
+			p.log.Warn("rejected", append(rejectAttrs(rej), "policy_sha256", pv.short())...)
+		} else {
+			p.log.Error("cannot verify the peer: closing the connection", "err", undouble(err.Error()), "policy_sha256", pv.short())
+		}
+		return
+	}
+	p.forward(c, pv)
+}
+
+// forward connects a verified connection to the upstream, whose server
+// must pass the upstream rules, and copies both ways until both end.
+func (p *proxy) forward(c *secnet.SecureConn, pv *policyVersion) {
 	// The identity for the log; Peer reads what the rules did not need,
 	// so it is read only when a record is written.
 	var peer slog.Attr
@@ -208,20 +386,28 @@ func (p *proxy) handle(c *secnet.SecureConn) {
 		return peer
 	}
 	if p.log.Enabled(context.Background(), slog.LevelInfo) {
-		p.log.Info("allowed", logPeer())
+		p.log.Info("allowed", logPeer(), "policy_sha256", pv.short())
 	}
 	start := time.Now()
-	up, err := p.dialer.DialContext(p.kill, "unix", p.upstream)
+	up, err := p.dialer.DialSecure(p.kill, "unix", p.upstream)
 	if err != nil {
-		p.log.Error("upstream unavailable: closing the connection", logPeer(), "upstream", p.upstream, "err", err)
+		var rej *secnet.RejectError
+		if errors.As(err, &rej) {
+			p.log.Error("upstream refused: its server fails the upstream rule; closing the connection",
+				append([]any{logPeer(), "upstream", p.upstream}, serverAttrs(rej)...)...)
+			return
+		}
+		p.log.Error("upstream unavailable: closing the connection", logPeer(), "upstream", p.upstream, "err", undouble(err.Error()))
 		return
 	}
-	upc := up.(*net.UnixConn)
-	defer upc.Close()
+	defer up.Close()
 	// When the grace period is over, close both sides.
-	stop := context.AfterFunc(p.kill, func() { c.Close(); upc.Close() })
+	stop := context.AfterFunc(p.kill, func() { c.Close(); up.Close() })
 	defer stop()
-	toUp, toPeer, err := pipe(c.UnixConn, upc, true)
+	toUp, toPeer, err := pipe(c.UnixConn, up.UnixConn, pipeOptions{idle: p.idle})
+	if errors.Is(err, errIdle) {
+		p.log.Info("closed: idle", logPeer(), "idle_timeout", p.idle.String())
+	}
 	if !p.log.Enabled(context.Background(), slog.LevelDebug) {
 		return
 	}
@@ -234,56 +420,6 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-// bufSize is the size of the copy buffers where splice cannot be used:
-// large, so that bulk transfers take few system calls.
-const bufSize = 64 << 10
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
-
-// pipe copies a to b and b to a until both directions end, passing each
-// end of stream on with CloseWrite (half-close), so that a peer that
-// shuts down its sending side still gets the reply. An error in one
-// direction closes both connections. It returns the bytes copied each way
-// and the first error. With useSplice false it copies through buffers
-// even where splice works (for tests).
-func pipe(a, b *net.UnixConn, useSplice bool) (aToB, bToA int64, err error) {
-	errs := make(chan error, 1)
-	go func() {
-		var err error
-		aToB, err = copyHalf(b, a, useSplice)
-		errs <- err
-	}()
-	bToA, err = copyHalf(a, b, useSplice)
-	if err2 := <-errs; err == nil {
-		err = err2
-	}
-	return aToB, bToA, err
-}
-
-// copyHalf copies src to dst, then shuts down dst's sending side; on an
-// error it closes both.
-func copyHalf(dst, src *net.UnixConn, useSplice bool) (n int64, err error) {
-	handled := false
-	if useSplice {
-		n, handled, err = spliceStream(dst, src)
-	}
-	if !handled {
-		buf := bufPool.Get().(*[]byte)
-		// *net.UnixConn implements neither io.WriterTo nor io.ReaderFrom,
-		// so CopyBuffer uses buf.
-		n, err = io.CopyBuffer(dst, src, *buf)
-		bufPool.Put(buf)
-	}
-	if err == nil {
-		err = dst.CloseWrite()
-	}
-	if err != nil {
-		dst.Close()
-		src.Close()
-	}
-	return n, err
 }
 
 // parseMode parses an octal permission such as "0660"; "" is 0 (default).

@@ -18,7 +18,7 @@ const spliceChunk = 256 << 10
 // data never enters this process: faster than read and write, and an idle
 // connection holds no buffer. It returns handled false, having copied
 // nothing, when splice cannot be used; the caller then copies otherwise.
-func spliceStream(dst, src *net.UnixConn) (n int64, handled bool, err error) {
+func spliceStream(dst, src *net.UnixConn, act *activity) (n int64, handled bool, err error) {
 	var pipe [2]int
 	if err := unix.Pipe2(pipe[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return 0, false, nil
@@ -73,6 +73,7 @@ func spliceStream(dst, src *net.UnixConn) (n int64, handled bool, err error) {
 			}
 			in -= out
 			n += out
+			act.touch()
 		}
 	}
 }

@@ -18,13 +18,19 @@ func runWhoami(e *env, args []string) int {
 	f := newFlags("whoami", whoamiUsage)
 	policyFile := f.String("policy", "", "policy `file` the server must pass")
 	asJSON := f.Bool("json", false, "print a JSON object")
-	timeout := f.Duration("timeout", 5*time.Second, "timeout for connecting")
+	timeout := f.Duration("timeout", 5*time.Second, "timeout for connecting (0: none)")
 	pos, status, ok := f.parse(e, args, 1)
 	if !ok {
 		return status
 	}
 	if len(pos) != 1 {
 		return f.fail(e, "the socket PATH is required")
+	}
+	if err := checkNonNegative("--timeout", *timeout); err != nil {
+		return f.fail(e, "%v", err)
+	}
+	if err := checkSocketPath("PATH", pos[0]); err != nil {
+		return f.fail(e, "%v", err)
 	}
 	pol, err := loadPolicy(*policyFile)
 	if err != nil {

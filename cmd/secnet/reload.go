@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"os"
+	"sync/atomic"
+
+	"github.com/secnet/secnet"
+	"github.com/secnet/secnet/policy"
+)
+
+// policyVersion is one loading of the policy file: what every connection
+// accepted while it is in force is checked against.
+type policyVersion struct {
+	file   string
+	digest string // SHA-256 of the file's bytes, in hex
+	rules  []secnet.Rule
+}
+
+// loadPolicyVersion reads the policy file once, and parses and hashes
+// those bytes, so that the digest is the digest of the rules in force.
+func loadPolicyVersion(path string) (*policyVersion, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := policy.Parse(bytes.NewReader(b), path)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(b)
+	return &policyVersion{file: path, digest: hex.EncodeToString(sum[:]), rules: pol.Rules()}, nil
+}
+
+// short is the digest's first 12 digits, enough to tell versions apart in
+// the log of each connection.
+func (v *policyVersion) short() string { return v.digest[:12] }
+
+// attrs describe the version for a log record.
+func (v *policyVersion) attrs() []any {
+	rules := make([]string, len(v.rules))
+	for i, r := range v.rules {
+		rules[i] = r.String()
+	}
+	return []any{"policy", v.file, "sha256", v.digest, "rule_count", len(v.rules), "rules", rules}
+}
+
+// policyHolder holds the version in force. A connection loads it once,
+// when its handling starts, and is checked against that version alone; a
+// reload swaps it in one store, so each connection sees the old version
+// or the new one, never a mix.
+type policyHolder struct {
+	cur atomic.Pointer[policyVersion]
+}
+
+func (h *policyHolder) load() *policyVersion { return h.cur.Load() }
+
+// reload loads the file again. A file that does not load leaves the
+// version in force in place, and the log says why (with file:line for a
+// mistake in it).
+func (h *policyHolder) reload(log *slog.Logger) {
+	old := h.cur.Load()
+	v, err := loadPolicyVersion(old.file)
+	if err != nil {
+		log.Error("reload failed: keeping the policy in force", "err", undouble(err.Error()), "sha256", old.digest)
+		return
+	}
+	h.cur.Store(v)
+	log.Info("policy reloaded", append(v.attrs(), "previous_sha256", old.digest, "changed", v.digest != old.digest)...)
+}
