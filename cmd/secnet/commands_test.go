@@ -108,15 +108,16 @@ func TestCheckPid(t *testing.T) {
 	}
 	deny := writePolicy(t, uidPolicy(os.Geteuid()+4242))
 	stdout, stderr, status = runSecnet(t, "check", "--policy", deny, "--pid", pid, "--json")
-	var r report
-	if err := json.Unmarshal([]byte(stdout), &r); err != nil || status != exitRejected {
+	var res checkResult
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || status != exitRejected || res.Process == nil {
 		t.Fatalf("check --pid with a policy it fails: status %d, %q %s: %v", status, stdout, stderr, err)
 	}
+	r := res.Process
 	if r.PID != os.Getpid() || r.Verdict != "rejected" || len(r.Failures) != 1 || r.Failures[0].Rule != "uid" {
 		t.Errorf("report = %+v, want this pid rejected by the uid rule", r)
 	}
 	_, stderr, status = runSecnet(t, "check", "--policy", deny, "--pid", "999999999")
-	if status != exitError || !strings.Contains(stderr, "process 999999999") {
+	if status != exitError || !strings.Contains(stderr, "no process with pid 999999999") {
 		t.Errorf("check of a missing pid: status %d, %q", status, stderr)
 	}
 }

@@ -23,6 +23,9 @@ import (
 var secnetBin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv("SECNET_TEST_ROLE") == "impostor" {
+		os.Exit(runImpostor(os.Getenv("SECNET_TEST_SOCK")))
+	}
 	dir, err := os.MkdirTemp("", "snbin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -81,7 +84,14 @@ type proc struct {
 // start runs secnet with args; the process is killed when the test ends.
 func start(t testing.TB, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(secnetBin, args...), done: make(chan struct{})}
+	return startProgram(t, secnetBin, args...)
+}
+
+// startProgram runs a program (that runs secnet) with args; the process
+// is killed when the test ends.
+func startProgram(t testing.TB, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin, args...), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	// A race-enabled binary waits 1s at exit unless told not to.
 	p.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")

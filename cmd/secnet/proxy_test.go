@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
+	"net"
 	"io"
 	"os"
 	"os/exec"
@@ -48,7 +50,7 @@ func TestProxyCutsOffRejectedCurl(t *testing.T) {
 		t.Fatalf("curl got through a policy for uid %d: %q, status %d", other, out, status)
 	}
 	rec := p.waitLog(t, "rejected", 1)
-	if rec["failed"] != "uid" || !strings.Contains(rec["reason"].(string), "is not "+strconv.Itoa(other)) {
+	if fmt.Sprint(rec["failed"]) != "[uid]" || !strings.Contains(rec["reason"].(string), "is not "+strconv.Itoa(other)) {
 		t.Errorf("rejection log = %v, want the uid rule and its reason", rec)
 	}
 	if len(p.logs("allowed")) != 0 {
@@ -66,12 +68,15 @@ func TestProxyRejectsOtherUser(t *testing.T) {
 	if err := syscall.Stat(sock, &st); err != nil || st.Mode&0777 != 0666 || st.Uid != 1 || st.Gid != 5 {
 		t.Fatalf("socket file: mode %o uid %d gid %d, %v; want mode 0666, owner daemon (1), group 5", st.Mode&0777, st.Uid, st.Gid, err)
 	}
+	if rec := p.waitLog(t, "listening", 1); rec["mode"] != "0666" || rec["owner"] != named(1, userName(1)) || rec["group"] != named(5, groupName(5)) {
+		t.Errorf("listening log = %v, want the socket's mode 0666, owner 1 and group 5", rec)
+	}
 	out, status := curl(t, sock, "http://x/hello", &syscall.Credential{Uid: 1, Gid: 1})
 	if status == 0 || strings.Contains(out, "hello") {
 		t.Fatalf("curl as uid 1 got through: %q, status %d", out, status)
 	}
 	rec := p.waitLog(t, "rejected", 1)
-	if rec.peer()["uid"] != float64(1) || rec["failed"] != "uid" {
+	if rec.peer()["uid"] != float64(1) || fmt.Sprint(rec["failed"]) != "[uid]" {
 		t.Errorf("rejection log = %v, want peer uid 1, rule uid", rec)
 	}
 	if out, status := curl(t, sock, "http://x/hello", nil); status != 0 || out != "hello from upstream\n" {
@@ -226,6 +231,17 @@ func TestProxyRefusesBadInvocations(t *testing.T) {
 	listen := filepath.Join(dir, "p.sock")
 	good := writePolicy(t, uidPolicy(0))
 	bad := writePolicy(t, "[[rule]]\nuid = 0\nuser = 'no-such-user-sn'\n")
+	upSock := filepath.Join(dir, "up.sock")
+	upLn, err := net.Listen("unix", upSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upLn.Close()
+	link := filepath.Join(dir, "link.sock")
+	if err := os.Symlink(upSock, link); err != nil {
+		t.Fatal(err)
+	}
+	long := "/tmp/" + strings.Repeat("x", 116)
 	for _, tc := range []struct {
 		name   string
 		args   []string
@@ -239,7 +255,20 @@ func TestProxyRefusesBadInvocations(t *testing.T) {
 		{"bad policy", []string{"--listen", listen, "--upstream", "/x", "--policy", bad}, exitError,
 			bad + `:3: key rule.user: no user named "no-such-user-sn" exists`},
 		{"missing policy", []string{"--listen", listen, "--upstream", "/x", "--policy", filepath.Join(dir, "none")}, exitError, "no such file"},
-		{"unknown owner", []string{"--listen", listen, "--upstream", "/x", "--policy", good, "--owner", "no-such-user-sn"}, exitError, "socket owner"},
+		{"unknown owner", []string{"--listen", listen, "--upstream", "/x", "--policy", good, "--owner", "no-such-user-sn"}, exitUsage, `--owner: no user named "no-such-user-sn"`},
+		{"unknown group", []string{"--listen", listen, "--upstream", "/x", "--policy", good, "--group", "no-such-group-sn"}, exitUsage, `--group: no group named "no-such-group-sn"`},
+		{"unknown upstream user", []string{"--listen", listen, "--upstream", "/x", "--policy", good, "--upstream-user", "no-such-user-sn"}, exitUsage, `--upstream-user: no user named "no-such-user-sn"`},
+		{"listen is upstream", []string{"--listen", listen, "--upstream", listen, "--policy", good}, exitUsage, "--listen and --upstream name the same socket"},
+		{"listen is upstream, another spelling", []string{"--listen", listen, "--upstream", dir + "/./p.sock", "--policy", good}, exitUsage, "--listen and --upstream name the same socket"},
+		{"listen links to upstream", []string{"--listen", link, "--upstream", upSock, "--policy", good}, exitUsage, "--listen and --upstream name the same socket"},
+		{"negative grace", []string{"--listen", listen, "--upstream", "/x", "--policy", good, "--grace", "-1s"}, exitUsage, "--grace must not be negative"},
+		{"negative dial timeout", []string{"--listen", listen, "--upstream", "/x", "--policy", good, "--dial-timeout", "-1s"}, exitUsage, "--dial-timeout must not be negative"},
+		{"negative idle timeout", []string{"--listen", listen, "--upstream", "/x", "--policy", good, "--idle-timeout", "-5m"}, exitUsage, "--idle-timeout must not be negative"},
+		{"no slots", []string{"--listen", listen, "--upstream", "/x", "--policy", good, "--max-conns", "0"}, exitUsage, "--max-conns must be at least 1"},
+		{"long listen path", []string{"--listen", long, "--upstream", "/x", "--policy", good}, exitUsage, "--listen: the path is 121 bytes long; a socket address holds at most 107"},
+		{"long upstream path", []string{"--listen", listen, "--upstream", long, "--policy", good}, exitUsage, "--upstream: the path is 121 bytes long"},
+		{"bad log level", []string{"--listen", listen, "--upstream", "/x", "--policy", good, "--log-level", "loud"}, exitUsage, `--log-level: want debug, info, warn or error, not "loud"`},
+		{"no listen", []string{"--upstream", "/x", "--policy", good}, exitUsage, "--listen is required (unless systemd passes the socket)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, stderr, status := runSecnet(t, append([]string{"proxy"}, tc.args...)...)
@@ -248,6 +277,9 @@ func TestProxyRefusesBadInvocations(t *testing.T) {
 			}
 			if _, err := os.Lstat(listen); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("socket file left behind: %v", err)
+			}
+			if strings.Contains(stderr, "secnet: ") {
+				t.Errorf("doubled prefix in %q", stderr)
 			}
 		})
 	}
