@@ -215,9 +215,9 @@ func TestProxySocketActivation(t *testing.T) {
 				args = append(args, "--listen", sock)
 			}
 			p := startProgram(t, sa, args...)
-			waitFor(t, func() bool { _, err := os.Lstat(sock); return err == nil }, p)
 			// systemd-socket-activate starts the service at the first
 			// connection.
+			waitDialable(t, sock, p)
 			if out, status := curl(t, sock, "http://x/hello", nil); status != 0 || out != "hello from upstream\n" {
 				t.Fatalf("curl through the activated proxy = %q, status %d", out, status)
 			}
@@ -244,15 +244,24 @@ func TestProxySocketActivation(t *testing.T) {
 		sock := filepath.Join(sockDir(t), "act.sock")
 		p := startProgram(t, sa, "-l", sock, "-E", "GORACE=atexit_sleep_ms=0", secnetBin, "proxy",
 			"--listen", sock+".other", "--upstream", up, "--policy", pol)
-		waitFor(t, func() bool { _, err := os.Lstat(sock); return err == nil }, p)
-		c, err := net.Dial("unix", sock)
-		if err == nil {
-			defer c.Close()
-		}
+		waitDialable(t, sock, p)
 		if status := p.wait(t); status != exitUsage || !strings.Contains(p.stderr.String(), "none of the sockets systemd passed") {
 			t.Errorf("status %d, stderr %q; want %d and the sockets passed", status, p.stderr.String(), exitUsage)
 		}
 	})
+}
+
+// waitDialable waits until a connection to sock succeeds (the file
+// appears at bind, before listen), and closes it.
+func waitDialable(t *testing.T, sock string, p *proc) {
+	t.Helper()
+	waitFor(t, func() bool {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, p)
 }
 
 var impostorOnce sync.Once
