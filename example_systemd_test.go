@@ -33,7 +33,7 @@ func activatedListeners() map[string]net.Listener {
 			name = names[i]
 		}
 		f := os.NewFile(uintptr(3+i), name) // SD_LISTEN_FDS_START is 3
-		l, err := net.FileListener(f)      // a copy of the descriptor
+		l, err := net.FileListener(f)       // a copy of the descriptor
 		f.Close()
 		if err != nil {
 			log.Fatalf("socket %q from systemd: %v", name, err)
