@@ -53,7 +53,10 @@ func NewCredentials(rules ...secnet.Rule) credentials.TransportCredentials {
 
 // ServerHandshake verifies the client. rawConn is a *secnet.SecureConn
 // when the server serves a *secnet.Listener, or a *net.UnixConn; anything
-// else is refused. A refused connection is closed.
+// else is refused. A refused connection is closed. Handshake rules among
+// the rules (secnet.SharedSecret) run here, after the others passed, also
+// on a *secnet.SecureConn: put a handshake either in the listener's rules
+// or in the credentials', not in both.
 func (c *transportCreds) ServerHandshake(rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	return c.handshake(rawConn)
 }
@@ -64,8 +67,17 @@ func (c *transportCreds) ServerHandshake(rawConn net.Conn) (net.Conn, credential
 // grpc.WithContextDialer). A refused connection is closed, and the error,
 // a *secnet.RejectError, appears in the status of the RPCs that needed the
 // connection.
-func (c *transportCreds) ClientHandshake(_ context.Context, _ string, rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return c.handshake(rawConn)
+//
+// A handshake rule (secnet.SharedSecret) among the rules is refused on a
+// client: a client answers a server's handshake with NewClientCredentials.
+func (c *transportCreds) ClientHandshake(ctx context.Context, _ string, rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	d := secnet.Dialer{Rules: c.rules}
+	sc, err := d.VerifyConn(ctx, rawConn)
+	if err != nil {
+		rawConn.Close()
+		return nil, nil, err
+	}
+	return sc, authInfo(sc), nil
 }
 
 func (c *transportCreds) handshake(rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -74,11 +86,14 @@ func (c *transportCreds) handshake(rawConn net.Conn) (net.Conn, credentials.Auth
 		rawConn.Close()
 		return nil, nil, err
 	}
-	info := AuthInfo{
+	return sc, authInfo(sc), nil
+}
+
+func authInfo(sc *secnet.SecureConn) AuthInfo {
+	return AuthInfo{
 		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity},
 		Peer:           sc.Peer(),
 	}
-	return sc, info, nil
 }
 
 // Info reports "secnet" as the security protocol.

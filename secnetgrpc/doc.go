@@ -13,6 +13,11 @@
 // handshake, so an RPC never reaches a server that fails the rules, such
 // as one that took over the socket path as another user.
 //
+// A server that also requires proof of a shared secret lists
+// secnet.SharedSecret among the rules of NewCredentials (or of its secnet
+// listener, not both); its clients answer with NewClientCredentials, made
+// from a secnet.Dialer whose Handshake is secnet.ProveSharedSecret.
+//
 // UnaryServerInterceptor and StreamServerInterceptor apply further rules
 // per method:
 //
