@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -209,7 +210,8 @@ func ReadSecretFile(path string) ([]byte, error) {
 	fail := func(format string, a ...any) ([]byte, error) {
 		return nil, fmt.Errorf("secnet: secret file %q: %s", path, fmt.Sprintf(format, a...))
 	}
-	f, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO named by mistake must not hang.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("secnet: secret file: %w", err)
 	}

@@ -726,3 +726,14 @@ func BenchmarkSharedSecret(b *testing.B) {
 		})
 	}
 }
+
+// A FIFO named as a key file is refused at once, not waited on.
+func TestReadSecretFileFIFO(t *testing.T) {
+	p := filepath.Join(sockDir(t), "fifo")
+	if err := syscall.Mkfifo(p, 0600); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	if _, err := ReadSecretFile(p); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("ReadSecretFile of a FIFO: %v", err)
+	}
+}

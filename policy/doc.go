@@ -49,12 +49,22 @@
 //	onhost = true                # secnet.OnHost: not in a container
 //	samenamespaces = ["net", "mnt"]  # secnet.SameNamespaces: those namespaces (true: all seven)
 //	anyone = true                # secnet.Anyone: any local process
+//	sharedsecret = "/etc/myd/agent.key"  # secnet.SharedSecrets: the client proves it holds a key
 //	allof = [{ uid = 0 }, { gid = 0 }]     # secnet.AllOf: passes every table
 //	anyof = [{ uid = 0 }, { ingroup = 4 }] # secnet.AnyOf: passes one table at least
 //	not = { user = "nobody" }    # secnet.Not: fails the table (an unreadable identity fails not too)
 //
 // The flags take true only: false is an error, not a rule that passes
 // everyone (write not = { onhost = true } for "in a container").
+//
+// sharedsecret names key files, read when the policy is decoded: each
+// must be a regular file that its group and others can neither read nor
+// write (secnet.ReadSecretFile). Several files accept any of their keys,
+// for key rotation. It is a handshake rule, run after every other rule
+// passed: it is valid as a key of a [[rule]] table only, not inside
+// anyof, allof or not, and Policy.Check, which has no connection to talk
+// to, fails it. Clients answer with secnet.ProveSharedSecret (secnet
+// whoami --secret-file).
 //
 // # Strictness
 //
@@ -66,7 +76,10 @@
 // rule; a value of the wrong type (uid = "root"), an empty array, a
 // negative or too large id, false for a flag; a user or group that does
 // not exist; a program path that is relative or names no file; an
-// invalid label pattern, digest, unit name or namespace kind; an empty
+// invalid label pattern, digest, unit name or namespace kind; a
+// sharedsecret key file that is missing, not absolute, not a regular file
+// or readable by group or others, or a sharedsecret below anyof, allof
+// or not; an empty
 // table; a policy without rules. An empty policy never lets everyone in:
 // a socket open to every local process says so with anyone = true.
 //

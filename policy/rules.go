@@ -41,6 +41,7 @@ func init() {
 		"unit":          {"a systemd unit name or an array of them", stringsRule(secnet.Unit)},
 		"cgroup":        {"a cgroup path pattern or an array of them", stringsRule(secnet.Cgroup)},
 		"onhost":        {"true", flagRule(secnet.OnHost)},
+		"sharedsecret":  {"the absolute path of a key file or an array of them", sharedSecretRule},
 		"samenamespaces": {"true (all namespaces) or an array of kinds: user, pid, mnt, net, cgroup, ipc, uts", func(v value) (secnet.Rule, error) {
 			if _, ok := v.v.(bool); ok {
 				return flagRule(func() secnet.Rule { return secnet.SameNamespaces() })(v)
