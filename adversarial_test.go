@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"sync"
 	"testing"
-	"time"
 )
 
 func init() {
@@ -149,7 +148,7 @@ func TestStormOfExitingPeers(t *testing.T) {
 
 	// Warm up lazily created runtime state before counting.
 	t.Run("warmup", func(t *testing.T) { storm(t, listen(t, rules...), bin, 1, 2, 1, true) })
-	fds, goroutines := openFDs(t), runtime.NumGoroutine()
+	before := markLeaks(t)
 
 	t.Run("queued", func(t *testing.T) {
 		// Every burst peer has exited before the listener looks at its
@@ -173,18 +172,7 @@ func TestStormOfExitingPeers(t *testing.T) {
 			sum(res.accepted)-6, sum(res.rejected))
 	})
 
-	for fd, target := range openFDs(t) {
-		if fds[fd] != target {
-			t.Errorf("fd %s (%s) opened during the storms is still open", fd, target)
-		}
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if got := runtime.NumGoroutine(); got > goroutines {
-		t.Errorf("goroutines: %d before the storms, %d after", goroutines, got)
-	}
+	before.check(t, "during the storms")
 }
 
 func sum(m map[int]int) int {

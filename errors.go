@@ -9,6 +9,18 @@ import (
 // errors.Is(err, secnet.ErrRejected).
 var ErrRejected = errors.New("secnet: peer rejected")
 
+// ErrVerifyTimeout is the reason of a peer whose verification outlasted
+// the listener's deadline (ListenConfig.VerifyTimeout):
+// errors.Is(err, secnet.ErrVerifyTimeout). The connection was closed at
+// the deadline.
+var ErrVerifyTimeout = errors.New("verification did not finish within the deadline")
+
+// ErrTooManyPending is the reason of a peer rejected before verification
+// because its uid already held every verification slot it may hold
+// (ListenConfig.WorkersPerUID) and the most connections that may wait for
+// one (ListenConfig.QueueSize).
+var ErrTooManyPending = errors.New("too many connections of this uid waiting for verification")
+
 // RejectError reports a peer that failed verification: every rule that
 // failed, with its reason, and the identity as far as it could be read.
 type RejectError struct {

@@ -324,13 +324,20 @@ type harness struct {
 // call start (or next, which calls it) to run its accept loop.
 func listen(t *testing.T, rules ...Rule) *harness {
 	t.Helper()
+	return listenConfig(t, ListenConfig{Mode: 0666}, rules...)
+}
+
+// listenConfig is listen with the options of lc; its Rejected function
+// is replaced by the harness's.
+func listenConfig(t *testing.T, lc ListenConfig, rules ...Rule) *harness {
+	t.Helper()
 	h := &harness{
 		path:     filepath.Join(sockDir(t), "s"),
 		accepted: make(chan *SecureConn, 64),
 		rejected: make(chan *RejectError, 64),
 		loopDone: make(chan struct{}),
 	}
-	lc := ListenConfig{Mode: 0666, Rejected: func(e *RejectError) { h.rejected <- e }}
+	lc.Rejected = func(e *RejectError) { h.rejected <- e }
 	ln, err := lc.Listen(context.Background(), "unix", h.path, rules...)
 	if err != nil {
 		t.Fatal(err)

@@ -2,12 +2,12 @@ package secnet
 
 import (
 	"context"
-	"errors"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // ListenConfig holds the options for creating a verified listener, in the
@@ -29,8 +29,11 @@ type ListenConfig struct {
 
 	// Rejected, when not nil, is called with the reasons for each
 	// connection that fails verification, after the connection is
-	// closed. It runs on the goroutine that called Accept, so it should
-	// be quick (log and return).
+	// closed. It is called from the goroutine that rejected the
+	// connection: one of the verification workers, or the listener's
+	// accept goroutine (ErrTooManyPending). Calls may be concurrent, so it
+	// must be safe for concurrent use, and it should be quick (log and
+	// return): a worker that is in Rejected verifies nothing else.
 	Rejected func(*RejectError)
 
 	// Control, when not nil, is called on the listening socket before
@@ -42,6 +45,49 @@ type ListenConfig struct {
 	// that (*SecureConn).Recheck can tell later whether the process that
 	// connected still runs, and runs the same executable.
 	KeepPidfd bool
+
+	// The verification pipeline. The listener takes connections from the
+	// kernel in a goroutine of its own (started by the first Accept) and
+	// verifies them concurrently, each under a deadline; Accept returns
+	// them in the order their verification completed. A peer that is slow
+	// to verify (its executable on a file system that does not answer, a
+	// large program to hash, a RuleFunc that waits) holds one slot and
+	// delays nobody else.
+
+	// Workers is how many connections are verified at once. Zero means
+	// four per processor (GOMAXPROCS), and at least 16. When every
+	// worker is busy the listener stops taking connections from the
+	// kernel, which queues them in the socket's backlog as it does for a
+	// plain listener.
+	Workers int
+
+	// WorkersPerUID is how many of the workers the connections of one
+	// peer uid may hold at once, so that one user cannot starve the
+	// others. Zero means a quarter of Workers (at least 1). The further
+	// connections of a uid that holds them all wait, in the order they
+	// came, for one of its workers; up to QueueSize of them may wait, and
+	// a connection beyond that is rejected at once with
+	// ErrTooManyPending. When WorkersPerUID is Workers or more, uids are
+	// not counted (and not read before verification).
+	WorkersPerUID int
+
+	// QueueSize is how many verified connections may wait for Accept.
+	// Zero means DefaultQueueSize (128). When the queue is full the
+	// workers wait, and then the listener stops taking connections from
+	// the kernel: a listener nobody accepts from holds at most Workers +
+	// QueueSize connections, and QueueSize more for each uid that holds
+	// all its workers.
+	QueueSize int
+
+	// VerifyTimeout is the deadline of each connection's verification,
+	// counted from the moment a worker starts on it. A peer whose
+	// verification outlasts it is rejected with ErrVerifyTimeout and its
+	// connection is closed at the deadline; a worker blocked in a system
+	// call that cannot be interrupted keeps its slot until the call
+	// returns, while the others go on. Handshake rules run under the
+	// same deadline. Zero means DefaultVerifyTimeout (10s); a negative
+	// value means no deadline.
+	VerifyTimeout time.Duration
 }
 
 // Listen announces on the Unix socket address and returns a listener that
@@ -66,11 +112,20 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string, rul
 	if err != nil {
 		return nil, err
 	}
+	return lc.newListener(inner, v, file), nil
+}
+
+// newListener returns a listener over inner with verifier v and the
+// options of lc.
+func (lc *ListenConfig) newListener(inner net.Listener, v verifier, file *socketFile) *Listener {
 	v.keep = lc.KeepPidfd
 	if len(v.hs) > 0 {
 		v.server = listenerServer(inner)
 	}
-	return &Listener{inner: inner, v: v, rejected: lc.Rejected, file: file}, nil
+	l := &Listener{inner: inner, v: v, file: file}
+	l.SetRejected(lc.Rejected)
+	l.p = newPipeline(l, lc.pipelineConfig())
+	return l
 }
 
 // Listen is (*ListenConfig).Listen with a zero ListenConfig and a
@@ -85,39 +140,59 @@ func Listen(network, address string, rules ...Rule) (*Listener, error) {
 // connections whose peers pass every rule. inner can come from anywhere: a
 // socket inherited from systemd, a test. Connections that are not Unix
 // sockets are rejected. If the rules are invalid (see Rule.Err), Accept
-// returns that error and accepts nothing.
+// returns that error and accepts nothing. It is
+// (*ListenConfig).NewListener with a zero ListenConfig.
 func NewListener(inner net.Listener, rules ...Rule) *Listener {
-	v := newVerifier(rules)
-	if len(v.hs) > 0 {
-		v.server = listenerServer(inner)
-	}
-	return &Listener{inner: inner, v: v}
+	var lc ListenConfig
+	return lc.NewListener(inner, rules...)
+}
+
+// NewListener is the package's NewListener with the options of lc:
+// Rejected, KeepPidfd and the pipeline's knobs (Workers, WorkersPerUID,
+// QueueSize, VerifyTimeout). Mode, Owner, Group and Control concern a
+// socket that Listen creates, and are ignored.
+func (lc *ListenConfig) NewListener(inner net.Listener, rules ...Rule) *Listener {
+	return lc.newListener(inner, newVerifier(rules), nil)
 }
 
 // Listener is a net.Listener that hands out only verified connections.
 // Accept returns each as a *SecureConn typed as net.Conn; AcceptSecure
 // returns it with its type.
+//
+// The first call of Accept (or AcceptSecure) starts the listener's
+// pipeline: a goroutine that takes connections from the inner listener,
+// and a bounded pool of goroutines that verify them (see ListenConfig
+// for its knobs). Close stops them all and waits for them.
 type Listener struct {
 	inner    net.Listener
 	v        verifier
-	rejected func(*RejectError)
+	rejected atomic.Pointer[func(*RejectError)]
 	file     *socketFile // the socket file Listen created, or nil
+	p        *pipeline
 
-	closed    atomic.Bool
+	started   atomic.Bool
+	startMu   sync.Mutex // held to start the pipeline and to close
+	closed    bool       // under startMu
 	closeOnce sync.Once
 	closeErr  error
 }
 
 // SetRejected sets the function called for each rejected connection (see
-// ListenConfig.Rejected). Call it before the first Accept.
-func (l *Listener) SetRejected(fn func(*RejectError)) { l.rejected = fn }
+// ListenConfig.Rejected): it must be safe for concurrent use. SetRejected
+// may be called at any time, concurrently with Accept; connections
+// rejected afterwards are reported to fn.
+func (l *Listener) SetRejected(fn func(*RejectError)) { l.rejected.Store(&fn) }
 
 // Accept waits for a connection whose peer passes every rule and returns
-// it as a *SecureConn. Connections that fail are closed, reported to the
-// Rejected function, and never returned: Accept goes on waiting. Errors
-// of the inner listener (EMFILE, ...) are returned unchanged, so servers
-// back off as they do with a plain listener. After Close, Accept returns
-// an error that satisfies errors.Is(err, net.ErrClosed).
+// it as a *SecureConn. Connections are verified concurrently, off the
+// goroutine that calls Accept, and returned in the order their
+// verification completed. Connections that fail are closed, reported to
+// the Rejected function, and never returned: Accept goes on waiting.
+// Errors of the inner listener (EMFILE, ...) are returned unchanged, one
+// for each call, so servers back off as they do with a plain listener:
+// after an error the inner listener is called again only when Accept is.
+// After Close, Accept returns an error that satisfies
+// errors.Is(err, net.ErrClosed).
 func (l *Listener) Accept() (net.Conn, error) {
 	c, err := l.AcceptSecure()
 	if err != nil {
@@ -129,36 +204,67 @@ func (l *Listener) Accept() (net.Conn, error) {
 // AcceptSecure is Accept with the connection's own type.
 func (l *Listener) AcceptSecure() (*SecureConn, error) {
 	if l.v.err != nil {
-		return nil, &net.OpError{Op: "accept", Net: l.inner.Addr().Network(), Addr: l.inner.Addr(), Err: l.v.err}
+		return nil, &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: l.v.err}
+	}
+	if !l.started.Load() {
+		l.start()
+	}
+	p := l.p
+	select {
+	case <-p.done:
+		return nil, l.closedError()
+	default:
 	}
 	for {
-		c, err := l.inner.Accept()
-		if err != nil {
-			if l.closed.Load() && !errors.Is(err, net.ErrClosed) {
-				err = &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: net.ErrClosed}
-			}
-			return nil, err
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), defaultHandshakeTimeout)
-		sc, rej := l.v.verify(ctx, c)
-		cancel()
-		if rej == nil {
+		select {
+		case sc := <-p.ready:
+			p.wakeAdmit()
 			return sc, nil
-		}
-		c.Close()
-		if l.rejected != nil {
-			l.rejected(rej)
+		case err := <-p.errc:
+			return nil, err
+		case p.retry <- struct{}{}:
+			// The accept goroutine waited for this call after an error:
+			// it asks the inner listener again, and we wait on.
+		case <-p.done:
+			return nil, l.closedError()
 		}
 	}
 }
 
+// start starts the pipeline, unless it runs or the listener is closed.
+func (l *Listener) start() {
+	l.startMu.Lock()
+	defer l.startMu.Unlock()
+	if !l.closed && !l.started.Load() {
+		l.p.start()
+		l.started.Store(true)
+	}
+}
+
+func (l *Listener) closedError() error {
+	return &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: net.ErrClosed}
+}
+
 // Close stops listening and removes the socket file Listen created (if it
-// is still the same file). A blocked Accept returns. Close is idempotent:
-// calls after the first return nil. Connections already accepted stay open.
+// is still the same file). A blocked Accept returns. Every connection
+// that is still being verified, or verified and not yet returned by
+// Accept, is closed, and Close waits for the listener's goroutines to
+// end (a verification blocked in a system call that cannot be
+// interrupted, such as a read from a FUSE file system whose daemon does
+// not answer, ends when that call returns). Close is idempotent: calls
+// after the first return nil. Connections already accepted stay open.
 func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
-		l.closed.Store(true)
+		l.startMu.Lock()
+		l.closed = true
+		started := l.started.Load()
+		l.startMu.Unlock()
+		l.p.stop()
 		l.closeErr = l.inner.Close()
+		l.p.drain()
+		if started {
+			l.p.wait()
+		}
 		if l.file != nil {
 			l.file.remove()
 		}

@@ -334,6 +334,7 @@ func TestInnerErrorsPassThrough(t *testing.T) {
 	}
 	defer inner.Close()
 	ln := NewListener(errListener{inner}, Anyone())
+	defer ln.Close()
 	_, err = ln.Accept()
 	if !errors.Is(err, syscall.EMFILE) {
 		t.Fatalf("Accept = %v, want the inner EMFILE unchanged", err)
@@ -400,21 +401,10 @@ func TestNoLeakAfterRejections(t *testing.T) {
 			t.Error("a peer that fails the rules was accepted")
 		}
 	}()
-	dialAndWaitClose := func() {
-		c, err := net.Dial("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
-			t.Fatalf("rejected connection: read %v, want EOF", err)
-		}
-		c.Close()
-	}
-	dialAndWaitClose() // warm up: lazily created runtime state
-	fds, goroutines := openFDs(t), runtime.NumGoroutine()
+	dialRejected(t, path) // warm up: lazily created runtime state
+	before := markLeaks(t)
 	for range 1000 {
-		dialAndWaitClose()
+		dialRejected(t, path)
 	}
 	// Rejected runs after the connection is closed: the client may see EOF
 	// before the last report.
@@ -425,22 +415,55 @@ func TestNoLeakAfterRejections(t *testing.T) {
 	if n := reported(); n != 1001 {
 		t.Errorf("%d rejections reported, want 1001", n)
 	}
+	before.check(t, "during 1000 rejections")
+	ln.Close()
+	<-done
+}
+
+// dialRejected connects to path and waits for the listener to close the
+// connection, as it does when it rejects the peer.
+func dialRejected(t *testing.T, path string) {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("rejected connection: read %v, want EOF", err)
+	}
+}
+
+// leakMark is what a process holds at a moment: its open fds and how
+// many goroutines run.
+type leakMark struct {
+	fds        map[string]string
+	goroutines int
+}
+
+func markLeaks(t *testing.T) leakMark {
+	return leakMark{openFDs(t), runtime.NumGoroutine()}
+}
+
+// check reports fds opened since m that are still open, and goroutines
+// beyond m's count (after giving them 10s to end).
+func (m leakMark) check(t *testing.T, during string) {
+	t.Helper()
 	// Other tests' goroutines may close fds and end meanwhile, so look for
 	// fds that were not open before rather than compare counts.
 	for fd, target := range openFDs(t) {
-		if fds[fd] != target {
-			t.Errorf("fd %s (%s) opened during 1000 rejections is still open", fd, target)
+		if m.fds[fd] != target {
+			t.Errorf("fd %s (%s) opened %s is still open", fd, target, during)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > m.goroutines && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := runtime.NumGoroutine(); got > goroutines {
-		t.Errorf("goroutines: %d before, %d after 1000 rejections", goroutines, got)
+	if got := runtime.NumGoroutine(); got > m.goroutines {
+		t.Errorf("goroutines: %d before, %d after, %s", m.goroutines, got, during)
 	}
-	ln.Close()
-	<-done
 }
 
 // openFDs maps each open fd of the process to what it refers to.

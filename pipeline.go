@@ -1,0 +1,400 @@
+package secnet
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Defaults of the pipeline's knobs (see ListenConfig).
+const (
+	// DefaultQueueSize is the default of ListenConfig.QueueSize.
+	DefaultQueueSize = 128
+	// DefaultVerifyTimeout is the default of ListenConfig.VerifyTimeout.
+	DefaultVerifyTimeout = 10 * time.Second
+)
+
+// defaultWorkers is the default of ListenConfig.Workers: four per
+// processor, and at least 16, because a verification mostly waits on the
+// kernel rather than computes.
+func defaultWorkers() int { return max(16, 4*runtime.GOMAXPROCS(0)) }
+
+// pipelineConfig is the pipeline's knobs with the defaults applied.
+type pipelineConfig struct {
+	workers   int           // verifications at once
+	perUID    int           // verifications at once for one uid
+	waiting   int           // connections of one uid waiting for a slot
+	queue     int           // verified connections waiting for Accept
+	timeout   time.Duration // per verification; 0: none
+	checkUIDs bool          // perUID < workers: read each peer's uid on accept
+}
+
+func (lc *ListenConfig) pipelineConfig() pipelineConfig {
+	pc := pipelineConfig{workers: lc.Workers, perUID: lc.WorkersPerUID, queue: lc.QueueSize, timeout: lc.VerifyTimeout}
+	if pc.workers <= 0 {
+		pc.workers = defaultWorkers()
+	}
+	if pc.perUID <= 0 {
+		pc.perUID = max(1, pc.workers/4)
+	}
+	pc.perUID = min(pc.perUID, pc.workers)
+	if pc.queue <= 0 {
+		pc.queue = DefaultQueueSize
+	}
+	pc.waiting = pc.queue
+	switch {
+	case pc.timeout == 0:
+		pc.timeout = DefaultVerifyTimeout
+	case pc.timeout < 0:
+		pc.timeout = 0
+	}
+	pc.checkUIDs = pc.perUID < pc.workers
+	return pc
+}
+
+// pipeline verifies the connections of a Listener off the Accept path.
+//
+// One goroutine (acceptLoop) takes connections from the inner listener
+// and starts a verification for each in an errgroup limited to
+// cfg.workers goroutines; when every slot is taken it waits, and
+// connections stay in the kernel's backlog. Before it starts one, it
+// reads the peer's uid (SO_PEERCRED, which no peer can slow down): a uid
+// that already holds cfg.perUID slots gets its connection put on its own
+// waiting list, which the worker of that uid that finishes first takes
+// over, and a connection beyond cfg.waiting on that list is rejected. A
+// verified connection goes into ready, a channel of cfg.queue
+// connections, from which Accept takes them in the order they completed;
+// when it is full the workers wait, the slots fill up, and acceptLoop
+// stops taking connections from the kernel.
+//
+// Errors of the inner listener go to Accept one at a time through errc
+// (unbuffered); after each, acceptLoop waits on retry, which Accept
+// answers when it is called again, so that it calls the inner Accept once
+// for each Accept call, as a server's back-off expects.
+type pipeline struct {
+	l   *Listener
+	cfg pipelineConfig
+
+	ready chan *SecureConn // verified connections
+	errc  chan error       // errors of the inner listener
+	retry chan struct{}    // Accept was called again after an error
+	done  chan struct{}    // closed by Close
+
+	ctx    context.Context // cancelled by Close: ends every verification
+	cancel context.CancelFunc
+
+	workers    errgroup.Group
+	acceptDone chan struct{} // closed when acceptLoop returns
+
+	mu         sync.Mutex
+	uids       map[uint32]uidSlots
+	room       sync.Cond   // on mu: a waiting list got shorter, or Accept took from a full queue
+	admitWaits atomic.Bool // admit waits on room
+}
+
+// uidSlots is what one uid holds in the pipeline.
+type uidSlots struct {
+	busy    int        // verifications running
+	waiting []net.Conn // accepted, waiting for one of its slots
+}
+
+// noUID is the uid key of connections whose uid could not be read; they
+// share their slots (and are rejected by the verification anyway).
+const noUID = ^uint32(0)
+
+func newPipeline(l *Listener, cfg pipelineConfig) *pipeline {
+	p := &pipeline{
+		l:          l,
+		cfg:        cfg,
+		ready:      make(chan *SecureConn, cfg.queue),
+		errc:       make(chan error),
+		retry:      make(chan struct{}),
+		done:       make(chan struct{}),
+		acceptDone: make(chan struct{}),
+		uids:       map[uint32]uidSlots{},
+	}
+	p.room.L = &p.mu
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.workers.SetLimit(cfg.workers)
+	return p
+}
+
+// start starts acceptLoop.
+func (p *pipeline) start() { go p.acceptLoop() }
+
+// stop ends the pipeline: every verification is cancelled (its connection
+// closed), acceptLoop and the workers return, and what was queued is
+// closed. The inner listener must be closed (so that acceptLoop's Accept
+// returns) between stop's first part and wait.
+func (p *pipeline) stop() {
+	close(p.done)
+	p.cancel()
+	p.mu.Lock()
+	p.room.Broadcast()
+	p.mu.Unlock()
+}
+
+// wait waits for the goroutines of a started pipeline and closes every
+// connection left in it.
+func (p *pipeline) wait() {
+	<-p.acceptDone
+	// acceptLoop, the only caller of workers.Go, has returned.
+	p.workers.Wait()
+	p.drain()
+}
+
+// drain closes the connections that wait for Accept or for a slot. After
+// stop, Close drains at once, so that their peers see the end while
+// verifications still run, and again once the goroutines have ended.
+func (p *pipeline) drain() {
+	for {
+		select {
+		case sc := <-p.ready:
+			sc.Close()
+		default:
+			p.mu.Lock()
+			for uid, s := range p.uids {
+				for _, c := range s.waiting {
+					c.Close()
+				}
+				s.waiting = nil
+				if s.busy == 0 {
+					delete(p.uids, uid)
+				} else {
+					p.uids[uid] = s
+				}
+			}
+			p.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (p *pipeline) closed() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *pipeline) acceptLoop() {
+	defer close(p.acceptDone)
+	for {
+		c, err := p.l.inner.Accept()
+		if err != nil {
+			if p.closed() {
+				return
+			}
+			select {
+			case p.errc <- err:
+			case <-p.done:
+				return
+			}
+			select {
+			case <-p.retry:
+			case <-p.done:
+				return
+			}
+			continue
+		}
+		uid := noUID
+		if p.cfg.checkUIDs {
+			uid = connUID(c)
+		}
+		if !p.admit(c, uid) {
+			continue
+		}
+		// Go waits while every slot is taken: connections stay in the
+		// kernel's backlog meanwhile.
+		p.workers.Go(func() error {
+			p.work(c, uid)
+			return nil
+		})
+	}
+}
+
+// admit takes one of uid's slots for c and reports true, or puts c on
+// uid's waiting list (or rejects it when the list is full) and reports
+// false.
+//
+// A full list means either that uid's verifications are slow (then c is
+// rejected: its uid must not hold more of the listener) or that the
+// queue for Accept is full, and the slots are held by connections whose
+// verification is done and that wait for Accept like everyone else: then
+// admit waits for room, and connections stay in the kernel's backlog, as
+// they would without per-uid slots.
+func (p *pipeline) admit(c net.Conn, uid uint32) bool {
+	if !p.cfg.checkUIDs {
+		return true
+	}
+	p.mu.Lock()
+	for {
+		s := p.uids[uid]
+		if s.busy < p.cfg.perUID {
+			s.busy++
+			p.uids[uid] = s
+			p.mu.Unlock()
+			return true
+		}
+		if len(s.waiting) < p.cfg.waiting {
+			s.waiting = append(s.waiting, c)
+			p.uids[uid] = s
+			p.mu.Unlock()
+			return false
+		}
+		if len(p.ready) < cap(p.ready) || p.closed() {
+			break
+		}
+		p.admitWaits.Store(true)
+		p.room.Wait()
+		p.admitWaits.Store(false)
+	}
+	p.mu.Unlock()
+	peer := connPeer(c)
+	c.Close()
+	p.report(&RejectError{Peer: peer, Failures: []RuleError{{Rule: "pipeline", Err: fmt.Errorf(
+		"%w: uid %d holds %d verifications and %d connections waiting for one",
+		ErrTooManyPending, uid, p.cfg.perUID, p.cfg.waiting)}}})
+	return false
+}
+
+// wakeAdmit wakes admit if it waits for room.
+func (p *pipeline) wakeAdmit() {
+	if p.admitWaits.Load() {
+		p.mu.Lock()
+		p.room.Broadcast()
+		p.mu.Unlock()
+	}
+}
+
+// next hands uid's slot to the next connection waiting for it and returns
+// that connection, or gives the slot back and returns nil.
+func (p *pipeline) next(uid uint32) net.Conn {
+	if !p.cfg.checkUIDs {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.uids[uid]
+	if len(s.waiting) > 0 {
+		c := s.waiting[0]
+		s.waiting[0] = nil
+		s.waiting = s.waiting[1:]
+		if len(s.waiting) == 0 {
+			s.waiting = nil
+		}
+		p.uids[uid] = s
+		p.room.Broadcast()
+		return c
+	}
+	if s.busy--; s.busy == 0 {
+		delete(p.uids, uid)
+	} else {
+		p.uids[uid] = s
+	}
+	return nil
+}
+
+// work verifies c, then every connection that waits for a slot of uid.
+// A slot of uid is held while a verification runs, not while a verified
+// connection waits for room in the queue.
+func (p *pipeline) work(c net.Conn, uid uint32) {
+	for c != nil {
+		sc, rej := p.verify(c)
+		c = p.next(uid)
+		switch {
+		case rej != nil:
+			p.report(rej)
+		case sc != nil:
+			select {
+			case p.ready <- sc:
+			case <-p.done:
+				sc.Close()
+			}
+		}
+	}
+}
+
+// verify verifies c under the deadline. It returns the verified
+// connection, or closes c and returns the reasons to report (none when
+// the listener was closed).
+func (p *pipeline) verify(c net.Conn) (*SecureConn, *RejectError) {
+	if p.closed() {
+		c.Close()
+		return nil, nil
+	}
+	ctx, cancel := p.ctx, context.CancelFunc(nil)
+	if p.cfg.timeout > 0 {
+		ctx, cancel = context.WithTimeout(p.ctx, p.cfg.timeout)
+	}
+	// At the deadline (or on Close) the peer's socket is shut down and
+	// closed at once, even if the verification is blocked in a system
+	// call that cannot be interrupted: the peer is not left waiting. The
+	// worker keeps its slot until the call returns.
+	stopAbort := context.AfterFunc(ctx, func() { abortConn(c) })
+	sc, rej := p.l.v.verify(ctx, c)
+	aborted := !stopAbort()
+	if cancel != nil {
+		cancel()
+	}
+	if aborted {
+		if sc != nil {
+			sc.Close()
+		}
+		if p.closed() {
+			return nil, nil // closed by Close: not a rejection
+		}
+		var peer Peer
+		var failed []RuleError
+		if rej != nil {
+			peer, failed = rej.Peer, rej.Failures
+		} else if sc != nil {
+			peer = sc.id.peer
+		}
+		return nil, &RejectError{Peer: peer, Failures: append([]RuleError{{Rule: "deadline", Err: fmt.Errorf(
+			"%w of %v", ErrVerifyTimeout, p.cfg.timeout)}}, failed...)}
+	}
+	if rej != nil {
+		c.Close()
+	}
+	return sc, rej
+}
+
+// report calls the Rejected function, if any.
+func (p *pipeline) report(rej *RejectError) {
+	if fn := p.l.rejected.Load(); fn != nil && *fn != nil {
+		(*fn)(rej)
+	}
+}
+
+// abortConn ends a connection whose verification ran out of time: shut
+// down first, so that the peer sees the end even while a system call of
+// the verification holds the descriptor (Close waits for that call before
+// it releases the descriptor).
+func abortConn(c net.Conn) {
+	if cr, ok := c.(interface{ CloseRead() error }); ok {
+		cr.CloseRead()
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.Close()
+}
+
+// connPeer returns the credentials of c's peer, as far as they can be
+// read, for the report of a connection rejected before its verification.
+func connPeer(c net.Conn) Peer {
+	var p Peer
+	if uc, ok := c.(*net.UnixConn); ok {
+		readPeer(uc, attrCred, &p, readOptions{})
+	}
+	return p
+}
