@@ -96,9 +96,7 @@ func BenchmarkIdentity(b *testing.B) {
 	})
 	b.Run("program-recipe", func(b *testing.B) {
 		for b.Loop() {
-			var p Peer
-			p.PID = pid
-			readProcess(fd, attrProgram, &p, readOptions{})
+			p := (&identity{conn: uc}).load(attrProgram)
 			if p.errs.program != nil {
 				b.Fatal(p.errs.program)
 			}

@@ -32,6 +32,7 @@ type verifier struct {
 	hs     []Rule   // handshake rules, run after every other rule passed
 	server serverID // who created the listening socket, when known
 	need   attrs
+	order  []int // rules, cheapest first
 	opts   readOptions
 	keep   bool  // keep each peer's pidfd for Recheck
 	err    error // the rules are invalid: nothing is accepted
@@ -54,6 +55,7 @@ func newVerifier(rules []Rule) verifier {
 			v.rules = append(v.rules, r)
 		}
 	}
+	v.order = byCost(v.rules)
 	return v
 }
 
@@ -69,14 +71,19 @@ func (v *verifier) verify(ctx context.Context, c net.Conn) (*SecureConn, *Reject
 			Rule: "unix", Err: fmt.Errorf("connection is a %T, not a Unix socket", c),
 		}}}
 	}
-	sc := &SecureConn{UnixConn: uc, id: identity{conn: uc, opts: v.opts}, server: v.server}
-	p := &sc.id.peer
-	readPeer(uc, v.need, p, v.opts)
-	if rej := v.check(p); rej != nil {
-		return nil, rej
+	sc := &SecureConn{UnixConn: uc, id: identity{conn: uc, opts: v.opts, keep: v.keep}, server: v.server}
+	id := &sc.id
+	id.mu.Lock()
+	id.ev = evaluation{p: &id.peer, id: id, ctx: ctx}
+	rej := v.check(&id.ev)
+	id.ev = evaluation{}
+	if rej == nil && v.keep {
+		sc.held = id.hold()
 	}
-	if v.keep {
-		sc.held = holdPeer(uc, p, v.opts)
+	id.proc.release()
+	id.mu.Unlock()
+	if rej != nil {
+		return nil, rej
 	}
 	if rej := v.handshake(ctx, sc); rej != nil {
 		if sc.held != nil {
@@ -91,23 +98,29 @@ func (v *verifier) verify(ctx context.Context, c net.Conn) (*SecureConn, *Reject
 // what they need that was not read yet.
 func (v *verifier) checkConn(sc *SecureConn) *RejectError {
 	p := sc.id.load(v.need)
-	return v.check(&p)
+	return v.check(&evaluation{p: &p})
 }
 
-// check applies every rule to p, which holds what the rules need.
-func (v *verifier) check(p *Peer) *RejectError {
-	var failed []RuleError
+// check applies the rules to the peer of e, as AllOf would: cheapest
+// first, and, when e reads the identity, no further than needed to
+// settle the verdict.
+func (v *verifier) check(e *evaluation) *RejectError {
+	if e.id != nil {
+		e.id.read(e.ctx, attrCred)
+	}
+	p := e.p
 	if p.errs.cred != nil {
-		failed = append(failed, RuleError{Rule: "credentials", Err: p.errs.cred})
+		return &RejectError{Peer: *p, Failures: []RuleError{{Rule: "credentials", Err: p.errs.cred}}}
+	}
+	err := e.allOf(v.rules, v.order, false)
+	if err == nil {
+		return nil
+	}
+	var res ruleErrors
+	if u, ok := err.(*unknownError); ok {
+		res = u.err.(ruleErrors)
 	} else {
-		for _, r := range v.rules {
-			if err := r.check(p); err != nil {
-				failed = append(failed, RuleError{Rule: r.name, Err: err})
-			}
-		}
+		res = err.(ruleErrors)
 	}
-	if failed != nil {
-		return &RejectError{Peer: *p, Failures: failed}
-	}
-	return nil
+	return &RejectError{Peer: *p, Failures: res.failed, NotEvaluated: res.skipped}
 }

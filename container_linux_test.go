@@ -414,8 +414,7 @@ func BenchmarkPeerProcessAttrs(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			for b.Loop() {
-				var p Peer
-				readPeer(s.(*net.UnixConn), bc.want, &p, readOptions{})
+				p := (&identity{conn: s.(*net.UnixConn)}).load(bc.want)
 				if err := p.Err(); err != nil {
 					b.Fatal(err)
 				}

@@ -1,6 +1,7 @@
 package secnet
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -28,6 +29,11 @@ var (
 	// ErrNoCredentials means the socket carries no peer credentials
 	// (for example a datagram socket).
 	ErrNoCredentials = errors.New("socket has no peer credentials")
+	// ErrRemoteFS means ProgramDigest refused to hash an executable on a
+	// file system whose content a server provides (FUSE, NFS, SMB/CIFS,
+	// 9p, Ceph, AFS, ...): the server can give the listener other bytes
+	// than the execve that runs the file.
+	ErrRemoteFS = errors.New("executable is on a file system whose server decides its content")
 	// ErrUnsupported means the identity attribute cannot be read on this
 	// operating system.
 	ErrUnsupported = errors.New("not supported on this operating system")
@@ -287,6 +293,14 @@ func (a attrs) String() string {
 	return strings.Join(parts, ", ")
 }
 
+// procAttrs are the attributes read from /proc/<pid>, through one pidfd;
+// sockAttrs those the kernel captured at connect() and gives for the
+// socket.
+const (
+	procAttrs = attrProgram | attrCgroup | attrNamespaces | attrDigest
+	sockAttrs = attrCred | attrGroups | attrLabel
+)
+
 // readOptions tune how the identity is read; the zero value is right
 // outside tests.
 type readOptions struct {
@@ -297,11 +311,21 @@ type readOptions struct {
 
 // identity reads the attributes of a connected Unix socket on demand and
 // remembers them. It is safe for concurrent use.
+//
+// Identity flows one way: the socket gives the credentials, groups and
+// label; the first attribute that needs /proc opens one pidfd for the peer
+// (SO_PEERPIDFD), through which every /proc read of the verification is
+// confirmed; with KeepPidfd that pidfd is the one the connection keeps for
+// Recheck, otherwise it is closed when the verification ends.
 type identity struct {
 	mu   sync.Mutex
 	conn *net.UnixConn
 	opts readOptions
 	peer Peer
+	ev   evaluation // the verification in progress
+
+	keep bool // keep the peer's pidfd (and what pins its memory map) for Recheck
+	proc procHandle
 }
 
 // load reads the attributes in want that were not read yet and returns
@@ -309,11 +333,34 @@ type identity struct {
 func (id *identity) load(want attrs) Peer {
 	id.mu.Lock()
 	defer id.mu.Unlock()
-	if missing := want &^ id.peer.known; missing != 0 {
-		if id.peer.known&attrCred == 0 {
-			missing |= attrCred
-		}
-		readPeer(id.conn, missing, &id.peer, id.opts)
-	}
+	id.read(nil, want)
+	id.proc.release()
 	return id.peer
+}
+
+// read reads the attributes in want that were not read yet, unless ctx
+// is done: then they fail with the context's cause. The caller holds mu.
+func (id *identity) read(ctx context.Context, want attrs) {
+	p := &id.peer
+	missing := want &^ p.known
+	if missing == 0 {
+		return
+	}
+	if p.known&attrCred == 0 {
+		missing |= attrCred
+	}
+	if err := stopped(ctx); err != nil {
+		p.fail(missing, err)
+		return
+	}
+	readIdentity(ctx, id, missing)
+}
+
+// stopped returns why reading must stop: nil, or the cause of ctx when it
+// is done.
+func stopped(ctx context.Context) error {
+	if ctx == nil || ctx.Err() == nil {
+		return nil
+	}
+	return fmt.Errorf("verification stopped before the identity was read: %w", context.Cause(ctx))
 }

@@ -1,6 +1,7 @@
 package secnet
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -12,19 +13,116 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// readPeer reads the attributes in want from the connected socket c into
-// p. Errors are recorded per attribute in p.errs.
-func readPeer(c *net.UnixConn, want attrs, p *Peer, opts readOptions) {
+// procHandle is the peer's process as one verification reads it: the
+// pidfd opened at the first /proc read (SO_PEERPIDFD), the pid under which
+// /proc lists the peer, and with KeepPidfd what Recheck keeps.
+type procHandle struct {
+	opened bool   // open was called: pidfd, pid and err are set
+	pidfd  int    // -1 when there is none (err, or a kernel without pidfds)
+	start  uint64 // without a pidfd: the start time that pins the pid
+	pid    int    // the peer's pid in /proc's pid namespace
+	err    error  // why /proc cannot be read for this peer
+
+	mm  memMap   // with KeepPidfd: pins the peer's memory map (fd -1 if none)
+	exe exeStamp // with KeepPidfd: the executable, as the rules saw it
+	// exeRead says exe was read through this handle.
+	exeRead bool
+}
+
+// open opens the pidfd of the peer of the socket c, whose SO_PEERCRED pid
+// is pid, and finds the pid that /proc gives the peer.
+func (h *procHandle) open(c *net.UnixConn, pid int, opts readOptions) {
+	h.opened, h.pidfd, h.mm.fd = true, -1, -1
+	if pid <= 0 {
+		h.err = ErrPIDNotVisible
+		return
+	}
 	rc, err := c.SyscallConn()
 	if err == nil {
-		err = rc.Control(func(fd uintptr) { readFD(int(fd), want, p, opts) })
+		cerr := rc.Control(func(fd uintptr) { h.pidfd, err = peerPidfd(int(fd), pid, opts) })
+		if cerr != nil {
+			err = cerr
+		}
 	}
-	if err != nil {
-		p.fail(want, fmt.Errorf("reading peer identity: %w", err))
+	switch {
+	case errors.Is(err, ErrUnsupported):
+		// Before Linux 5.3: no pidfd at all. The start time pins the pid.
+		h.pidfd = -1
+		if h.err = procIsOwn(); h.err == nil {
+			h.pid = pid
+			h.start, h.err = startedBeforeNow(pid)
+		}
+		return
+	case err != nil:
+		if h.pidfd >= 0 {
+			unix.Close(h.pidfd)
+		}
+		h.pidfd, h.err = -1, err
+		return
+	}
+	h.pid, h.err = procPID(h.pidfd, pid)
+}
+
+// alive returns nil when the process behind the handle still runs: then
+// what was read under /proc/<pid> since open belongs to the peer.
+func (h *procHandle) alive() error {
+	if h.pidfd < 0 {
+		if again, err := procStartTime(h.pid); err != nil || again != h.start {
+			return ErrPeerExited
+		}
+		return nil
+	}
+	alive, err := pidfdAlive(h.pidfd)
+	switch {
+	case err != nil:
+		return err
+	case !alive:
+		return ErrPeerExited
+	}
+	return nil
+}
+
+// release closes what the handle holds, unless it was handed to Recheck.
+func (h *procHandle) release() {
+	if !h.opened {
+		return
+	}
+	if h.pidfd >= 0 {
+		unix.Close(h.pidfd)
+	}
+	if h.mm.fd >= 0 {
+		unix.Close(h.mm.fd)
+	}
+	*h = procHandle{}
+}
+
+// readIdentity reads the attributes in want into id.peer, cheapest first:
+// what the socket gives, then /proc through the peer's pidfd, then the
+// digest of its executable. The caller holds id.mu.
+func readIdentity(ctx context.Context, id *identity, want attrs) {
+	p := &id.peer
+	if sock := want & sockAttrs; sock != 0 {
+		rc, err := id.conn.SyscallConn()
+		if err == nil {
+			err = rc.Control(func(fd uintptr) { readSocket(int(fd), sock, p) })
+		}
+		if err != nil {
+			p.fail(want, fmt.Errorf("reading peer identity: %w", err))
+			return
+		}
+	}
+	if p.errs.cred != nil {
+		p.known |= want
+		return
+	}
+	if proc := want & procAttrs; proc != 0 {
+		id.readProc(ctx, proc)
 	}
 }
 
-func readFD(fd int, want attrs, p *Peer, opts readOptions) {
+// readSocket reads the attributes in want (a subset of sockAttrs) from the
+// connected socket fd.
+func readSocket(fd int, want attrs, p *Peer) {
 	if want&attrCred != 0 {
 		p.known |= attrCred
 		uc, err := peerCred(fd)
@@ -51,88 +149,141 @@ func readFD(fd int, want attrs, p *Peer, opts readOptions) {
 		p.known |= attrLabel
 		p.Label, p.errs.label = peerLabel(fd)
 	}
-	if want&procAttrs != 0 {
-		readProcess(fd, want&procAttrs, p, opts)
+}
+
+// readProc reads the attributes in want (a subset of procAttrs) from
+// /proc/<pid> of the peer, through the pidfd of the verification (opened
+// now if no attribute needed it before): if the process that connected
+// cannot be confirmed to have been alive throughout, every attribute read
+// now gets that error. The digest is read last, and not at all once ctx
+// is done.
+func (id *identity) readProc(ctx context.Context, want attrs) {
+	p, h := &id.peer, &id.proc
+	if !h.opened {
+		h.open(id.conn, p.PID, id.opts)
+	}
+	var r procRead
+	err := h.err
+	if err == nil {
+		if id.keep && h.mm.fd < 0 {
+			// Before the executable is read: Recheck sees an execve from
+			// now on.
+			h.mm, _ = openMemMap(h.pid)
+		}
+		r.read(ctx, h.pid, want, p)
+		err = h.alive()
+	}
+	r.store(want, p, err)
+	if want&attrProgram != 0 && p.errs.program == nil {
+		h.exe, h.exeRead = r.exe, true
 	}
 }
 
-// procAttrs are the attributes read from /proc/<pid>, through one pidfd.
-const procAttrs = attrProgram | attrCgroup | attrNamespaces | attrDigest
-
-// readProcess reads the attributes in want (a subset of procAttrs) from
-// /proc/<pid> of the peer, under a single pidfd: if the process that
-// connected cannot be confirmed to have been alive throughout, every
-// attribute gets that error.
-func readProcess(fd int, want attrs, p *Peer, opts readOptions) {
-	readProcessWith(want, p, func(read func(pid int)) error { return pinned(fd, p.PID, opts, read) })
+// procRead is what one batch of reads of /proc/<pid> found, before the
+// pidfd confirmed that pid was the peer's throughout.
+type procRead struct {
+	path                        string
+	exe                         exeStamp
+	cg                          cgroupInfo
+	ns                          Namespaces
+	dg                          string
+	exeErr, cgErr, nsErr, dgErr error
 }
 
-// readProcessWith is readProcess with the pinning done by pin, which
-// calls read with the pid to read and returns nil only if that pid was
-// the peer's throughout: pinned for a connection, pinnedBy for the pidfd
-// that came with a datagram.
-func readProcessWith(want attrs, p *Peer, pin func(read func(pid int)) error) {
-	p.known |= want
-	var (
-		exe                  string
-		exeID                fileID
-		cg                   cgroupInfo
-		ns                   Namespaces
-		exeErr, cgErr, nsErr error
-		dg                   string
-		dgErr                error
-		exeStx               unix.Statx_t
-	)
+// read reads the attributes in want (a subset of procAttrs) of the
+// process /proc lists as pid; the digest last, and not once ctx is done.
+func (r *procRead) read(ctx context.Context, pid int, want attrs, p *Peer) {
+	var stx unix.Statx_t
 	mask := exeStatx
 	if want&attrDigest != 0 {
-		mask = digestStatx
-	}
-	err := pin(func(pid int) {
-		if want&attrProgram != 0 {
-			exe, exeID, exeErr = readExe(pid, mask, &exeStx)
-		}
-		if want&attrCgroup != 0 {
-			cg, cgErr = readCgroup(pid)
-		}
-		if want&attrNamespaces != 0 {
-			ns, nsErr = readNamespaces(pid)
-		}
-		if want&attrDigest != 0 {
-			var read *unix.Statx_t // the statx readExe made just now
-			if want&attrProgram != 0 && exeErr == nil {
-				read = &exeStx
-			}
-			prog, same := programRead(want, p, exeID, exeErr)
-			dg, dgErr = readDigest(pid, prog, same, read)
-		}
-	})
-	if err != nil {
-		exeErr, cgErr, nsErr, dgErr = err, err, err, err
+		mask |= digestStatx
 	}
 	if want&attrProgram != 0 {
-		p.errs.program = exeErr
-		if exeErr == nil {
-			p.Program, p.exe = exe, exeID
+		r.path, r.exe, r.exeErr = readExe(pid, mask, &stx)
+	}
+	if want&attrCgroup != 0 {
+		r.cg, r.cgErr = readCgroup(pid)
+	}
+	if want&attrNamespaces != 0 {
+		r.ns, r.nsErr = readNamespaces(pid)
+	}
+	if want&attrDigest != 0 {
+		var read *unix.Statx_t // the statx readExe made just now
+		if want&attrProgram != 0 && r.exeErr == nil {
+			read = &stx
+		}
+		prog, same := programRead(want, p, r.exe.id, r.exeErr)
+		if r.dgErr = stopped(ctx); r.dgErr == nil {
+			r.dg, r.dgErr = readDigest(ctx, pid, prog, same, read)
+		}
+	}
+}
+
+// store records in p what was read of the attributes in want, or err for
+// each of them when the reads cannot be trusted (err is not nil).
+func (r *procRead) store(want attrs, p *Peer, err error) {
+	p.known |= want
+	if err != nil {
+		r.exeErr, r.cgErr, r.nsErr, r.dgErr = err, err, err, err
+	}
+	if want&attrProgram != 0 {
+		p.errs.program = r.exeErr
+		if r.exeErr == nil {
+			p.Program, p.exe = r.path, r.exe.id
 		}
 	}
 	if want&attrCgroup != 0 {
-		p.errs.cgroup = cgErr
-		if cgErr == nil {
-			p.Cgroup, p.Unit, p.Slice, p.UserUnit = cg.path, cg.unit, cg.slice, cg.userUnit
+		p.errs.cgroup = r.cgErr
+		if r.cgErr == nil {
+			p.Cgroup, p.Unit, p.Slice, p.UserUnit = r.cg.path, r.cg.unit, r.cg.slice, r.cg.userUnit
 		}
 	}
 	if want&attrNamespaces != 0 {
-		p.errs.namespaces = nsErr
-		if nsErr == nil {
-			p.Namespaces = ns
+		p.errs.namespaces = r.nsErr
+		if r.nsErr == nil {
+			p.Namespaces = r.ns
 		}
 	}
 	if want&attrDigest != 0 {
-		p.errs.digest = dgErr
-		if dgErr == nil {
-			p.ProgramSHA256 = dg
+		p.errs.digest = r.dgErr
+		if r.dgErr == nil {
+			p.ProgramSHA256 = r.dg
 		}
 	}
+}
+
+// readProcessWith reads the attributes in want (a subset of procAttrs)
+// of a process that pin pins: pin calls read with the pid /proc lists the
+// process under and returns nil only if that pid was the process's
+// throughout (pinnedBy, for the pidfd that came with a datagram).
+func readProcessWith(want attrs, p *Peer, pin func(read func(pid int)) error) {
+	var r procRead
+	err := pin(func(pid int) { r.read(nil, pid, want, p) })
+	r.store(want, p, err)
+}
+
+// pinnedBy calls read with the pid under which /proc lists the process
+// behind pidfd, a pidfd the caller holds (and closes), such as the
+// SCM_PIDFD of a datagram, whose pid in this pid namespace is pid. It
+// returns nil only if the process was alive when read returned, which
+// proves that the pid was not reused meanwhile.
+func pinnedBy(pidfd, pid int, read func(pid int)) error {
+	if pid <= 0 {
+		return ErrPIDNotVisible
+	}
+	ppid, err := procPID(pidfd, pid)
+	if err != nil {
+		return err
+	}
+	read(ppid)
+	alive, err := pidfdAlive(pidfd)
+	switch {
+	case err != nil:
+		return err
+	case !alive:
+		return ErrPeerExited
+	}
+	return nil
 }
 
 // peerGroups reads SO_PEERGROUPS. x/sys has no helper for it: the option
@@ -175,47 +326,6 @@ func peerLabel(fd int) (string, error) {
 	return s, nil
 }
 
-// pinned calls read with the pid of the process that connected and
-// returns nil only if that process was alive throughout, race free: the
-// pidfd from SO_PEERPIDFD pins the process the kernel recorded at
-// connect(); read reads /proc/<pid>; then the pidfd must show the process
-// still running, which proves that the pid was not reused meanwhile. One
-// pidfd serves every attribute read.
-func pinned(fd, pid int, opts readOptions, read func(pid int)) error {
-	if pid <= 0 {
-		return ErrPIDNotVisible
-	}
-	pidfd, err := peerPidfd(fd, pid, opts)
-	if errors.Is(err, ErrUnsupported) {
-		return pinnedByStartTime(pid, read) // before Linux 5.3: no pidfd at all
-	}
-	if err != nil {
-		return err
-	}
-	defer unix.Close(pidfd)
-	return pinnedBy(pidfd, pid, read)
-}
-
-// pinnedBy is pinned for a pidfd the caller holds (and closes), such as
-// the SCM_PIDFD of a datagram: it calls read with pid, the process's pid
-// in this pid namespace, and returns nil only if the process behind pidfd
-// was alive when read returned, which proves that pid was not reused
-// meanwhile.
-func pinnedBy(pidfd, pid int, read func(pid int)) error {
-	if pid <= 0 {
-		return ErrPIDNotVisible
-	}
-	read(pid)
-	alive, err := pidfdAlive(pidfd)
-	switch {
-	case err != nil:
-		return err
-	case !alive:
-		return ErrPeerExited
-	}
-	return nil
-}
-
 // peerPidfd returns a pidfd for the peer of the socket fd: SO_PEERPIDFD,
 // or on kernels without it (and in tests, with opts.noPeerPidfd)
 // pidfd_open of pid checked against the process start time.
@@ -241,6 +351,9 @@ func peerPidfd(fd, pid int, opts readOptions) (int, error) {
 // before pidfd_open. As for pinnedByStartTime, a pid reused before this
 // call within one clock tick is not detected.
 func pidfdByStartTime(pid int) (int, error) {
+	if err := procIsOwn(); err != nil {
+		return -1, err
+	}
 	start, err := startedBeforeNow(pid)
 	if err != nil {
 		return -1, err
@@ -261,22 +374,6 @@ func pidfdByStartTime(pid int) (int, error) {
 	return pidfd, nil
 }
 
-// pinnedByStartTime is the last resort, for kernels without pidfds
-// (before Linux 5.3): the process behind pid must have started no later
-// than now and must not change while read runs. A pid reused within one
-// clock tick is not detected.
-func pinnedByStartTime(pid int, read func(pid int)) error {
-	start, err := startedBeforeNow(pid)
-	if err != nil {
-		return err
-	}
-	read(pid)
-	if again, err := procStartTime(pid); err != nil || again != start {
-		return ErrPeerExited
-	}
-	return nil
-}
-
 // startedBeforeNow returns the start time of the process behind pid, and
 // an error if it started after this call began: then the pid was reused.
 func startedBeforeNow(pid int) (uint64, error) {
@@ -295,30 +392,37 @@ func startedBeforeNow(pid int) (uint64, error) {
 	return start, nil
 }
 
-// exeStatx is what readExe asks statx for.
-const exeStatx = unix.STATX_INO | unix.STATX_NLINK
+// exeStatx is what readExe asks statx for: the birth time tells a file
+// from a later one that reuses its inode number (see Recheck).
+const exeStatx = unix.STATX_INO | unix.STATX_NLINK | unix.STATX_BTIME
 
 // readExe reads the path and the file identity of /proc/<pid>/exe. stx
 // receives what statx gave for the file, with the fields of mask as well
 // as those of exeStatx, so that a digest needs no second statx.
-func readExe(pid, mask int, stx *unix.Statx_t) (string, fileID, error) {
+//
+// The statx does not ask the file system to refresh what it cached
+// (AT_STATX_DONT_SYNC): the device and inode number are known without it,
+// and a FUSE or NFS server (which the peer may run) is not asked. Whether
+// the file was deleted is decided by its link count, not by its name: a
+// file may be called "x (deleted)".
+func readExe(pid, mask int, stx *unix.Statx_t) (string, exeStamp, error) {
 	link := procPath(pid, "exe")
 	var buf [unix.PathMax]byte
 	n, err := readlinkPath(&link, buf[:])
 	if err != nil {
-		return "", fileID{}, procError(link.String(), err)
+		return "", exeStamp{}, procError(link.String(), err)
 	}
 	if n == len(buf) {
-		return "", fileID{}, fmt.Errorf("%w: %s: the path is longer than PATH_MAX", ErrProcUnavailable, link.String())
+		return "", exeStamp{}, fmt.Errorf("%w: %s: the path is longer than PATH_MAX", ErrProcUnavailable, link.String())
 	}
-	if err := statxPathMask(&link, mask|exeStatx, stx); err != nil {
-		return "", fileID{}, procError(link.String(), err)
+	if err := statxPathMask(&link, unix.AT_STATX_DONT_SYNC, mask|exeStatx, stx); err != nil {
+		return "", exeStamp{}, procError(link.String(), err)
 	}
 	path := string(buf[:n])
-	if stx.Nlink == 0 || strings.HasSuffix(path, " (deleted)") {
-		return "", fileID{}, fmt.Errorf("%w: %q", ErrProgramDeleted, path)
+	if stx.Nlink == 0 {
+		return "", exeStamp{}, fmt.Errorf("%w: %q", ErrProgramDeleted, path)
 	}
-	return path, statxFileID(stx), nil
+	return path, statxStamp(stx), nil
 }
 
 // procError explains why a file under /proc/<pid> could not be read.

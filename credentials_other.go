@@ -3,13 +3,18 @@
 package secnet
 
 import (
+	"context"
 	"fmt"
-	"net"
 	"runtime"
 )
 
-// readPeer is not implemented outside Linux: every peer is rejected, with a
-// reason that names the operating system.
-func readPeer(c *net.UnixConn, want attrs, p *Peer, opts readOptions) {
-	p.fail(want, fmt.Errorf("reading peer credentials on %s: %w", runtime.GOOS, ErrUnsupported))
+// procHandle holds nothing outside Linux.
+type procHandle struct{}
+
+func (h *procHandle) release() {}
+
+// readIdentity is not implemented outside Linux: every peer is rejected,
+// with a reason that names the operating system.
+func readIdentity(ctx context.Context, id *identity, want attrs) {
+	id.peer.fail(want, fmt.Errorf("reading peer credentials on %s: %w", runtime.GOOS, ErrUnsupported))
 }

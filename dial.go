@@ -32,10 +32,11 @@ type Dialer struct {
 	// cleared afterwards.
 	Handshake func(ctx context.Context, c *SecureConn) error
 
-	// KeepPidfd makes the *SecureConn keep a pidfd of the server process
-	// (one more file descriptor, closed by Close), so that
-	// (*SecureConn).Recheck can tell later whether it still runs, and
-	// runs the same executable.
+	// KeepPidfd makes the *SecureConn keep the pidfd of the server
+	// process that its verification opened, and a file of /proc/<pid>
+	// that pins the server's memory map (two more file descriptors,
+	// closed by Close), so that (*SecureConn).Recheck can tell later
+	// whether it still runs, and has not called execve.
 	KeepPidfd bool
 }
 

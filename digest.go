@@ -104,8 +104,8 @@ const maxDigestSize = 1 << 30
 // but the kernel sets the change time, so a file whose key is unchanged
 // still holds what was hashed.
 type digestKey struct {
-	dev, ino, size uint64
-	mtime, ctime   int64 // nanoseconds since the epoch
+	dev, ino, mnt, size uint64 // mnt: the unique mount id, where the kernel gives it
+	mtime, ctime        int64  // nanoseconds since the epoch
 }
 
 // digestCacheSize is how many files' digests the cache keeps.

@@ -126,12 +126,7 @@ func benchRead(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	rc, err := s.(*net.UnixConn).SyscallConn()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var fd int
-	rc.Control(func(f uintptr) { fd = int(f) })
+	uc := s.(*net.UnixConn)
 	for _, v := range []struct {
 		name string
 		want attrs
@@ -147,8 +142,7 @@ func benchRead(b *testing.B) {
 				if v.cold {
 					digestCache.reset()
 				}
-				p := Peer{PID: os.Getpid()}
-				readProcess(fd, v.want, &p, readOptions{})
+				p := (&identity{conn: uc}).load(v.want)
 				if err := p.Err(); err != nil {
 					b.Fatal(err)
 				}

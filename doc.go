@@ -51,7 +51,9 @@
 //     Reading /proc/<pid>/exe of another user's process needs root (with
 //     CAP_SYS_PTRACE); without it Program rules fail closed.
 //   - ProgramDigest proves the content of that same executable file: its
-//     SHA-256 digest, read through the same pidfd. It checks content
+//     SHA-256 digest, read through the same pidfd. It refuses files on
+//     FUSE, NFS, SMB/CIFS, 9p, Ceph and other file systems whose server
+//     decides what each reader gets (ErrRemoteFS). It checks content
 //     where Program checks file identity, so a copy of an allowed program
 //     at another path passes, and a program upgraded in place fails until
 //     its new digest is allowed. A file is hashed once and its digest
@@ -75,8 +77,25 @@
 // Every rule fails closed: a peer whose identity cannot be read (it has
 // exited, its pid is in another pid namespace, /proc cannot be read, its
 // executable was deleted) fails every rule that needs the missing part,
-// and Not of such a rule fails too. A listener reads only what its rules
-// need: UID rules cost one getsockopt and never touch /proc.
+// and Not of such a rule fails too.
+//
+// # Reading little, deciding early
+//
+// A listener reads only what its rules need, and in order of cost: what
+// the kernel captured at connect() and gives for the socket (credentials,
+// groups, label) first, then /proc through the peer's pidfd (program,
+// cgroup, namespaces), then the digest of the executable. The rules given
+// to Listen are an implicit AllOf. AllOf and AnyOf evaluate their rules
+// cheapest first and stop once the verdict is settled: under
+// AllOf(UID(0), Program(p)) a peer with uid 1 is rejected without /proc
+// being read, and under AnyOf(UID(0), ProgramDigest(d)) root is accepted
+// without a hash. A rejection names every rule that was evaluated and
+// failed, and in RejectError.NotEvaluated the rules that were not (the
+// costlier ones, once a cheaper rule had failed). UID rules cost one
+// getsockopt and never touch /proc. A listener whose /proc belongs to
+// another pid namespace (started with unshare --pid but no new /proc)
+// finds each peer under the pid /proc gives the peer's pidfd, or fails
+// closed.
 //
 // Allow-lists are the sound form of a policy; deny-lists on ids are not.
 // A user with subordinate ids (/etc/subuid, the default for new users on
@@ -117,8 +136,9 @@
 //
 // Rules decide when a connection is accepted. With KeepPidfd (in
 // ListenConfig or Dialer, or (*Listener).SetKeepPidfd for NewListener) a
-// *SecureConn also keeps a pidfd of its peer, one more file descriptor per
-// connection that Close closes (and the garbage collector, for a
+// *SecureConn also keeps the pidfd its verification opened for the peer,
+// and a file of /proc/<pid> that pins the peer's memory map: two more
+// file descriptors per connection, which Close closes (and the garbage collector, for a
 // connection dropped without Close). Before a sensitive operation,
 // (*SecureConn).Recheck then tells, without a pid race on Linux 6.5 and
 // later:
@@ -126,7 +146,8 @@
 //   - nil: the process that connected is alive and runs the executable
 //     it ran when the connection was accepted;
 //   - ErrPeerExited: it has exited;
-//   - ErrProgramChanged: it has called execve since;
+//   - ErrProgramChanged: it has called execve since, even of the same
+//     executable;
 //   - ErrNoPidfd: the connection was not set up to keep the pidfd.
 //
 // Recheck does not tell who writes on the socket: a peer can hand the

@@ -28,6 +28,11 @@ type RejectError struct {
 	Peer Peer
 	// Failures lists every failed rule, in the order the rules were given.
 	Failures []RuleError
+	// NotEvaluated lists the rules, as Rule.String gives them, that the
+	// listener did not evaluate because an earlier failure settled the
+	// verdict: rules that would read more of the identity (/proc, a
+	// digest) than those that failed. Listed in the order given.
+	NotEvaluated []string
 }
 
 // Error says who the peer is and why each failed rule failed, e.g.
@@ -37,7 +42,7 @@ func (e *RejectError) Error() string {
 	b.WriteString("secnet: rejected peer ")
 	b.WriteString(e.Peer.String())
 	b.WriteString(": ")
-	b.WriteString(ruleErrors(e.Failures).Error())
+	b.WriteString(ruleErrors{failed: e.Failures, skipped: e.NotEvaluated}.Error())
 	return b.String()
 }
 
@@ -65,21 +70,29 @@ func (e RuleError) Error() string { return e.Rule + ": " + e.Err.Error() }
 // Unwrap returns the reason.
 func (e RuleError) Unwrap() error { return e.Err }
 
-// ruleErrors is the reason of a combinator: the failures of its rules.
-type ruleErrors []RuleError
+// ruleErrors is the reason of a combinator: the failures of its rules,
+// and the rules it did not evaluate because the verdict was settled
+// without them.
+type ruleErrors struct {
+	failed  []RuleError
+	skipped []string // Rule.String of each rule not evaluated
+}
 
 func (es ruleErrors) Error() string {
-	parts := make([]string, len(es))
-	for i, e := range es {
+	parts := make([]string, len(es.failed), len(es.failed)+1)
+	for i, e := range es.failed {
 		parts[i] = e.Error()
+	}
+	if len(es.skipped) > 0 {
+		parts = append(parts, "not evaluated: "+strings.Join(es.skipped, ", "))
 	}
 	return strings.Join(parts, "; ")
 }
 
 func (es ruleErrors) Unwrap() []error {
-	out := make([]error, len(es))
-	for i := range es {
-		out[i] = es[i]
+	out := make([]error, len(es.failed))
+	for i := range es.failed {
+		out[i] = es.failed[i]
 	}
 	return out
 }

@@ -40,10 +40,12 @@ type ListenConfig struct {
 	// bind, as net.ListenConfig.Control is.
 	Control func(network, address string, c syscall.RawConn) error
 
-	// KeepPidfd makes each accepted *SecureConn keep a pidfd of its peer
-	// (one more file descriptor per connection, closed by Close), so
-	// that (*SecureConn).Recheck can tell later whether the process that
-	// connected still runs, and runs the same executable.
+	// KeepPidfd makes each accepted *SecureConn keep the pidfd that its
+	// verification opened for the peer, and a file of /proc/<pid> that
+	// pins the peer's memory map (two more file descriptors per
+	// connection, closed by Close), so that (*SecureConn).Recheck can
+	// tell later whether the process that connected still runs, and has
+	// not called execve.
 	KeepPidfd bool
 
 	// The verification pipeline. The listener takes connections from the

@@ -43,28 +43,60 @@ func TestAcceptsMatchingPeer(t *testing.T) {
 func TestRejectNamesEveryFailedRule(t *testing.T) {
 	bin := peerBinary(t)
 	other := os.Getuid() + 4242
+	// The uid and label rules fail on what the socket gives: the program
+	// rule, which would read /proc, is not evaluated, and the rejection
+	// says so.
 	h := listen(t, UID(other), GID(os.Getgid()), Program("/bin/sh"), Label("system_u:*"))
 	cl := startClient(t, bin, h.path, "talk", nil)
 	rej := h.mustReject(t)
 	if got := cl.line(t); got != "closed" {
 		t.Errorf("rejected client read %q, want the connection closed", got)
 	}
-	var names []string
-	for _, f := range rej.Failures {
-		names = append(names, f.Rule)
+	if got := failedRules(rej); got != "uid,label" {
+		t.Errorf("failed rules = %s, want uid,label (%v)", got, rej)
 	}
-	if got := strings.Join(names, ","); got != "uid,program,label" {
-		t.Errorf("failed rules = %s, want uid,program,label (%v)", got, rej)
+	if got := strings.Join(rej.NotEvaluated, ","); got != "program(/bin/sh)" {
+		t.Errorf("NotEvaluated = %q, want program(/bin/sh)", got)
+	}
+	if rej.Peer.known&attrProgram != 0 {
+		t.Errorf("the program was read (%q) though a uid rule had failed", rej.Peer.Program)
 	}
 	if !errors.Is(rej, ErrRejected) {
 		t.Error("errors.Is(rej, ErrRejected) = false")
 	}
 	msg := rej.Error()
-	for _, want := range []string{"uid " + itoa(os.Getuid()) + " is not " + itoa(other), "program " + strconv.Quote(bin) + " is not /bin/sh", "pid=" + itoa(cl.cmd.Process.Pid)} {
+	for _, want := range []string{"uid " + itoa(os.Getuid()) + " is not " + itoa(other), "not evaluated: program(/bin/sh)", "pid=" + itoa(cl.cmd.Process.Pid)} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not say %q", msg, want)
 		}
 	}
+
+	// Rules of the same cost are all evaluated: with the uid passing, the
+	// program and the label both fail and both are named.
+	h = listen(t, UID(os.Getuid()), Program("/bin/sh"), Label("system_u:*"))
+	startClient(t, bin, h.path, "talk", nil)
+	rej = h.mustReject(t)
+	if got := failedRules(rej); got != "label" || len(rej.NotEvaluated) != 1 {
+		t.Errorf("failed rules = %s, not evaluated %q; want label, with program not evaluated (%v)", got, rej.NotEvaluated, rej)
+	}
+	h = listen(t, UID(os.Getuid()), Program("/bin/sh"), Cgroup("/nosuch/*"))
+	startClient(t, bin, h.path, "talk", nil)
+	rej = h.mustReject(t)
+	if got := failedRules(rej); got != "program,cgroup" || len(rej.NotEvaluated) != 0 {
+		t.Errorf("failed rules = %s, not evaluated %q; want program,cgroup (%v)", got, rej.NotEvaluated, rej)
+	}
+	if msg := rej.Error(); !strings.Contains(msg, "program "+strconv.Quote(bin)+" is not /bin/sh") {
+		t.Errorf("error %q does not name the program", msg)
+	}
+}
+
+// failedRules returns the names of the rules that rej names as failed.
+func failedRules(rej *RejectError) string {
+	var names []string
+	for _, f := range rej.Failures {
+		names = append(names, f.Rule)
+	}
+	return strings.Join(names, ",")
 }
 
 func TestOnlyNeededAttributesAreRead(t *testing.T) {

@@ -140,7 +140,8 @@ func (c *PacketConn) readMsg(b []byte, want attrs) (int, *net.UnixAddr, Peer, *R
 	p := &rb.peer
 	*p = Peer{}
 	c.sys.sender(&m, flags, want, p)
-	if rej := c.v.check(p); rej != nil {
+	rb.ev = evaluation{p: p}
+	if rej := c.v.check(&rb.ev); rej != nil {
 		return 0, nil, Peer{}, rej, nil
 	}
 	return n, addr, *p, nil, nil
@@ -152,6 +153,7 @@ func (c *PacketConn) readMsg(b []byte, want attrs) (int, *net.UnixAddr, Peer, *R
 type readBuf struct {
 	oob  []byte
 	peer Peer
+	ev   evaluation // applies the rules to peer
 }
 
 // sender fills p with the identity of the sender of the datagram whose

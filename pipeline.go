@@ -392,9 +392,8 @@ func abortConn(c net.Conn) {
 // connPeer returns the credentials of c's peer, as far as they can be
 // read, for the report of a connection rejected before its verification.
 func connPeer(c net.Conn) Peer {
-	var p Peer
 	if uc, ok := c.(*net.UnixConn); ok {
-		readPeer(uc, attrCred, &p, readOptions{})
+		return (&identity{conn: uc}).load(attrCred)
 	}
-	return p
+	return Peer{}
 }

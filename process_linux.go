@@ -40,13 +40,21 @@ func PeerOfProcess(pid int) (Peer, error) {
 		return Peer{}, fmt.Errorf("secnet: process %d: %w", pid, os.NewSyscallError("pidfd_open (Linux 5.3 or later)", err))
 	}
 	defer unix.Close(pidfd)
+	// /proc may number processes in another pid namespace than the
+	// caller's (see procPID): read it under the pid it knows.
+	ppid, err := procPID(pidfd, pid)
+	if err != nil {
+		return Peer{}, fmt.Errorf("secnet: process %d: %w", pid, err)
+	}
 	p := Peer{PID: pid, known: attrAll}
-	if err := readStatus(pid, &p); err != nil {
+	if err := readStatus(ppid, &p); err != nil {
 		return Peer{}, fmt.Errorf("secnet: process %d: %w", pid, err)
 	}
 	var stx unix.Statx_t
-	p.Program, p.exe, p.errs.program = readExe(pid, exeStatx, &stx)
-	p.Label, p.errs.label = procLabel(pid)
+	var exe exeStamp
+	p.Program, exe, p.errs.program = readExe(ppid, exeStatx, &stx)
+	p.exe = exe.id
+	p.Label, p.errs.label = procLabel(ppid)
 	alive, err := pidfdAlive(pidfd)
 	if err == nil && !alive {
 		err = ErrPeerExited

@@ -2,100 +2,98 @@ package secnet
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 
 	"golang.org/x/sys/unix"
 )
 
-// holdPeer keeps the pidfd of the peer of c, which passed the rules with
-// the identity p, and the file it runs, for Recheck. A peer that cannot be
-// held (it has exited, its pid is not visible, ...) gets a heldPeer whose
-// err says why, which Recheck returns: keeping the pidfd never changes
-// which peers are accepted.
-func holdPeer(c *net.UnixConn, p *Peer, opts readOptions) *heldPeer {
-	h := &heldPeer{pid: p.PID}
-	if p.PID <= 0 {
-		h.err = ErrPIDNotVisible
-		return h
+// hold hands the pidfd the verification of an accepted peer opened (or, if
+// no rule read /proc, one opened now) to a heldPeer for Recheck, with an
+// open file of /proc/<pid> that pins the peer's memory map (see memMap) and the identity of
+// its executable as the rules saw it. A peer that cannot be held (it has
+// exited, its pid is not visible, ...) gets a heldPeer whose err says why,
+// which Recheck returns: keeping the pidfd never changes which peers are
+// accepted. The caller holds id.mu.
+func (id *identity) hold() *heldPeer {
+	p, h := &id.peer, &id.proc
+	held := &heldPeer{pid: p.PID}
+	if !h.opened {
+		h.open(id.conn, p.PID, id.opts)
 	}
-	pidfd := -1
-	rc, err := c.SyscallConn()
-	if err == nil {
-		cerr := rc.Control(func(fd uintptr) { pidfd, err = peerPidfd(int(fd), p.PID, opts) })
-		if cerr != nil {
-			err = cerr
+	err := h.err
+	if err == nil && h.pidfd < 0 {
+		err = fmt.Errorf("no pidfd for the peer (pidfd_open needs Linux 5.3 or later): %w", ErrUnsupported)
+	}
+	if err == nil && h.mm.fd < 0 {
+		h.mm, err = openMemMap(h.pid)
+	}
+	exe := h.exe
+	if err == nil && !h.exeRead {
+		exe, err = statExe(h.pid)
+	}
+	if h.err == nil {
+		if aerr := h.alive(); aerr != nil {
+			err = aerr // what failed before failed because the peer is gone
 		}
 	}
 	if err != nil {
-		if pidfd >= 0 {
-			unix.Close(pidfd)
-		}
-		h.err = fmt.Errorf("keeping the peer's pidfd: %w", err)
-		return h
+		held.err = fmt.Errorf("keeping the peer's pidfd: %w", err)
+		return held
 	}
-	exe, err := statExe(p.PID)
-	alive, aerr := pidfdAlive(pidfd)
-	switch {
-	case aerr != nil:
-		err = aerr
-	case !alive:
-		err = ErrPeerExited
+	held.pidfd = os.NewFile(uintptr(h.pidfd), "pidfd:"+strconv.Itoa(p.PID))
+	held.mm, held.mmIsMem = os.NewFile(uintptr(h.mm.fd), "mm:"+strconv.Itoa(p.PID)), h.mm.mem
+	h.pidfd, h.mm.fd = -1, -1 // the heldPeer owns them now
+	if held.raw, err = held.pidfd.SyscallConn(); err == nil {
+		held.mmRaw, err = held.mm.SyscallConn()
 	}
 	if err != nil {
-		unix.Close(pidfd)
-		h.err = err
-		return h
+		held.pidfd.Close()
+		held.mm.Close()
+		held.pidfd, held.mm, held.err = nil, nil, err
+		return held
 	}
-	if p.known&attrProgram != 0 && p.errs.program == nil && exe.id != p.exe {
-		// The peer called execve after its rules were checked: keep the
-		// file they saw, so that Recheck reports the change.
-		exe = exeStamp{id: p.exe}
-	}
-	h.pidfd = os.NewFile(uintptr(pidfd), "pidfd:"+strconv.Itoa(p.PID))
-	if h.raw, err = h.pidfd.SyscallConn(); err != nil {
-		h.pidfd.Close()
-		h.pidfd, h.err = nil, err
-		return h
-	}
-	h.exe = exe
-	return h
+	held.procPID, held.exe = h.pid, exe
+	return held
 }
 
-// statExe identifies the executable of pid. The caller confirms through a
-// pidfd that pid still is the peer.
+// statExe identifies the executable of pid, without asking the file
+// system for fresh attributes. The caller confirms through a pidfd that
+// pid still is the peer.
 func statExe(pid int) (exeStamp, error) {
 	link := procPath(pid, "exe")
 	var stx unix.Statx_t
-	if err := statxPathMask(&link, unix.STATX_INO|unix.STATX_BTIME, &stx); err != nil {
+	if err := statxPathMask(&link, unix.AT_STATX_DONT_SYNC, unix.STATX_INO|unix.STATX_BTIME, &stx); err != nil {
 		return exeStamp{}, procError(link.String(), err)
 	}
-	s := exeStamp{id: statxFileID(&stx)}
-	if stx.Mask&unix.STATX_BTIME != 0 {
-		s.btime, s.hasBtime = stx.Btime.Sec*1e9+int64(stx.Btime.Nsec), true
-	}
-	return s, nil
+	return statxStamp(&stx), nil
 }
 
-// recheck reads the peer's executable now and then confirms through the
-// kept pidfd that the peer is still running.
+// recheck reads the peer's memory map and executable now and then
+// confirms through the kept pidfd that the peer is still running.
 func (h *heldPeer) recheck() error {
-	var err error
-	if cerr := h.raw.Control(func(fd uintptr) { err = h.recheckFD(int(fd)) }); cerr != nil {
+	var (
+		same   bool
+		mapErr error
+		err    error
+	)
+	if cerr := h.mmRaw.Control(func(fd uintptr) { same, mapErr = memMap{fd: int(fd), mem: h.mmIsMem}.same() }); cerr != nil {
+		return cerr
+	}
+	if cerr := h.raw.Control(func(fd uintptr) { err = h.recheckFD(int(fd), same, mapErr) }); cerr != nil {
 		return cerr
 	}
 	return err
 }
 
-func (h *heldPeer) recheckFD(pidfd int) error {
-	exe, err := statExe(h.pid)
+func (h *heldPeer) recheckFD(pidfd int, sameMap bool, mapErr error) error {
+	exe, err := statExe(h.procPID)
 	changed := err == nil && !exe.same(h.exe)
 	var now string
-	if changed {
+	if changed || (mapErr == nil && !sameMap) {
 		// Only for the message; read before the liveness check so that it
 		// is the peer's.
-		now, _ = os.Readlink("/proc/" + strconv.Itoa(h.pid) + "/exe")
+		now, _ = os.Readlink("/proc/" + strconv.Itoa(h.procPID) + "/exe")
 	}
 	alive, aerr := pidfdAlive(pidfd)
 	switch {
@@ -103,12 +101,16 @@ func (h *heldPeer) recheckFD(pidfd int) error {
 		return aerr
 	case !alive:
 		return ErrPeerExited
+	case mapErr != nil:
+		return mapErr
 	case err != nil:
 		return err
 	case changed && now != "":
 		return fmt.Errorf("%w: %q", ErrProgramChanged, now)
 	case changed:
 		return ErrProgramChanged
+	case !sameMap:
+		return fmt.Errorf("%w: it called execve (now %q)", ErrProgramChanged, now)
 	}
 	return nil
 }

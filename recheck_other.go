@@ -4,12 +4,11 @@ package secnet
 
 import (
 	"fmt"
-	"net"
 	"runtime"
 )
 
-// holdPeer is not implemented outside Linux, where no peer is accepted.
-func holdPeer(c *net.UnixConn, p *Peer, opts readOptions) *heldPeer {
+// hold is not implemented outside Linux, where no peer is accepted.
+func (id *identity) hold() *heldPeer {
 	return &heldPeer{err: fmt.Errorf("keeping the peer's pidfd on %s: %w", runtime.GOOS, ErrUnsupported)}
 }
 

@@ -25,7 +25,8 @@ type Rule struct {
 	name  string // short name, for errors and logs: "uid"
 	desc  string // the rule with its arguments: "uid(0, 1000)"
 	need  attrs  // what the rule and its children read
-	check func(*Peer) error
+	check func(*Peer) error                        // a leaf's check; nil for a combinator
+	eval  func(e *evaluation, exact bool) error    // a combinator's evaluation
 	hs    func(context.Context, *SecureConn) error // a handshake rule: talks to the peer (handshake.go)
 	err   error                                    // why the rule could not be built
 
@@ -48,7 +49,7 @@ func (r Rule) String() string { return r.desc }
 // or nil. Listen refuses rules with an
 // error.
 func (r Rule) Err() error {
-	if r.check == nil {
+	if r.check == nil && r.eval == nil {
 		return errors.New("secnet: zero Rule (build rules with the functions of package secnet)")
 	}
 	return r.err
@@ -61,7 +62,7 @@ func (r Rule) Check(p *Peer) error {
 	if err := r.Err(); err != nil {
 		return err
 	}
-	return r.check(p)
+	return (&evaluation{p: p}).run(r, true)
 }
 
 // unknownError marks a failure because the identity could not be read, as
@@ -314,45 +315,25 @@ func RuleFunc(name string, fn func(p *Peer) error) Rule {
 }
 
 // AllOf passes a peer that passes every rule; its reason lists every rule
-// that failed.
+// that failed. A listener evaluates the rules that read the least first
+// and skips the others once one has failed (see the package
+// documentation); the reason then names the rules it did not evaluate.
 func AllOf(rules ...Rule) Rule {
-	return combine("allof", rules, func(p *Peer) error {
-		var failed ruleErrors
-		unknownOnly := true
-		for _, r := range rules {
-			if err := r.Check(p); err != nil {
-				failed = append(failed, RuleError{Rule: r.name, Err: err})
-				unknownOnly = unknownOnly && isUnknown(err)
-			}
-		}
-		switch {
-		case len(failed) == 0:
-			return nil
-		case unknownOnly:
-			return &unknownError{failed}
-		}
-		return failed
+	rules = slices.Clone(rules)
+	order := byCost(rules)
+	return combine("allof", rules, func(e *evaluation, exact bool) error {
+		return e.allOf(rules, order, exact)
 	})
 }
 
-// AnyOf passes a peer that passes at least one of rules.
+// AnyOf passes a peer that passes at least one of rules. A listener
+// evaluates the rules that read the least first and stops at the first
+// that passes.
 func AnyOf(rules ...Rule) Rule {
-	return combine("anyof", rules, func(p *Peer) error {
-		var failed ruleErrors
-		sawUnknown := false
-		for _, r := range rules {
-			err := r.Check(p)
-			if err == nil {
-				return nil
-			}
-			failed = append(failed, RuleError{Rule: r.name, Err: err})
-			sawUnknown = sawUnknown || isUnknown(err)
-		}
-		err := fmt.Errorf("none of the alternatives passed: %w", failed)
-		if sawUnknown {
-			return &unknownError{err}
-		}
-		return err
+	rules = slices.Clone(rules)
+	order := byCost(rules)
+	return combine("anyof", rules, func(e *evaluation, exact bool) error {
+		return e.anyOf(rules, order, exact)
 	})
 }
 
@@ -384,15 +365,20 @@ func Not(r Rule) Rule {
 		need |= attrNamespaces
 		own, ownErr = OwnNamespaces()
 	}
-	return Rule{name: "not", desc: "not(" + r.desc + ")", need: need, ids: r.ids, check: func(p *Peer) error {
-		err := r.Check(p)
+	return Rule{name: "not", desc: "not(" + r.desc + ")", need: need, ids: r.ids, eval: func(e *evaluation, _ bool) error {
+		err := e.run(r, true)
 		switch {
 		case err == nil:
 			return fmt.Errorf("peer matches %s", r.desc)
 		case isUnknown(err):
 			return err
 		case r.ids:
-			return sameUserNamespace(p, own, ownErr, r.desc)
+			// Only now, when r did not match, is the user namespace
+			// needed.
+			if e.id != nil {
+				e.id.read(e.ctx, attrNamespaces)
+			}
+			return sameUserNamespace(e.p, own, ownErr, r.desc)
 		}
 		return nil
 	}}
@@ -415,11 +401,10 @@ func sameUserNamespace(p *Peer, own Namespaces, ownErr error, desc string) error
 	return nil
 }
 
-func combine(name string, rules []Rule, check func(*Peer) error) Rule {
+func combine(name string, rules []Rule, eval func(*evaluation, bool) error) Rule {
 	if len(rules) == 0 {
 		return invalid(name, errors.New("no rules given"))
 	}
-	rules = slices.Clone(rules)
 	descs := make([]string, len(rules))
 	var need attrs
 	var ids bool
@@ -434,7 +419,7 @@ func combine(name string, rules []Rule, check func(*Peer) error) Rule {
 		ids = ids || r.ids
 		descs[i] = r.desc
 	}
-	return Rule{name: name, desc: name + "(" + strings.Join(descs, ", ") + ")", need: need, ids: ids, check: check}
+	return Rule{name: name, desc: name + "(" + strings.Join(descs, ", ") + ")", need: need, ids: ids, eval: eval}
 }
 
 func intStrings(ids []int) []string {

@@ -52,10 +52,10 @@ func readlinkPath(p *cpath, buf []byte) (int, error) {
 }
 
 // statxPathMask is statx(2) of the file p names, following symlinks (so
-// that /proc/<pid>/exe gives the executable itself), for the fields in
-// mask.
-func statxPathMask(p *cpath, mask int, stx *unix.Statx_t) error {
-	_, _, errno := unix.Syscall6(unix.SYS_STATX, atFDCWD(), uintptr(unsafe.Pointer(&p.b[0])), 0,
+// that /proc/<pid>/exe gives the executable itself), with flags (such as
+// AT_STATX_DONT_SYNC), for the fields in mask.
+func statxPathMask(p *cpath, flags, mask int, stx *unix.Statx_t) error {
+	_, _, errno := unix.Syscall6(unix.SYS_STATX, atFDCWD(), uintptr(unsafe.Pointer(&p.b[0])), uintptr(flags),
 		uintptr(mask), uintptr(unsafe.Pointer(stx)), 0)
 	if errno != 0 {
 		return errno
@@ -80,4 +80,14 @@ func peerCred(fd int) (unix.Ucred, error) {
 // gives for the same file.
 func statxFileID(stx *unix.Statx_t) fileID {
 	return fileID{dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), ino: stx.Ino}
+}
+
+// statxStamp converts what statx returned, with STATX_BTIME asked for,
+// into an exeStamp.
+func statxStamp(stx *unix.Statx_t) exeStamp {
+	s := exeStamp{id: statxFileID(stx)}
+	if stx.Mask&unix.STATX_BTIME != 0 {
+		s.btime, s.hasBtime = stx.Btime.Sec*1e9+int64(stx.Btime.Nsec), true
+	}
+	return s
 }

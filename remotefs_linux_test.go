@@ -1,0 +1,83 @@
+package secnet
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestRemoteFSClassification checks which file systems ProgramDigest
+// refuses, with the f_type of real mounts where there are some.
+func TestRemoteFSClassification(t *testing.T) {
+	for _, path := range []string{"/", "/proc", "/dev/shm", "/sys", os.TempDir()} {
+		var fs unix.Statfs_t
+		if err := unix.Statfs(path, &fs); err != nil {
+			t.Logf("statfs %s: %v", path, err)
+			continue
+		}
+		if err := remoteFS(fs.Type); err != nil {
+			t.Errorf("%s (type %#x): %v, want a local file system", path, fs.Type, err)
+		}
+	}
+	for magic, name := range map[int64]string{unix.FUSE_SUPER_MAGIC: "FUSE", unix.NFS_SUPER_MAGIC: "NFS",
+		unix.SMB2_SUPER_MAGIC: "SMB", unix.CIFS_SUPER_MAGIC: "CIFS", unix.V9FS_MAGIC: "9p",
+		unix.CEPH_SUPER_MAGIC: "Ceph", unix.AFS_FS_MAGIC: "AFS"} {
+		err := remoteFS(magic)
+		if !errors.Is(err, ErrRemoteFS) || !strings.Contains(err.Error(), name) {
+			t.Errorf("type %#x: %v, want ErrRemoteFS naming %s", magic, err, name)
+		}
+	}
+}
+
+// TestProgramDigestRefusesFUSE runs a peer from a FUSE mount (bindfs of a
+// directory holding a copy of the test binary): ProgramDigest must refuse
+// to hash it, since the FUSE daemon could serve the listener other bytes
+// than the execve, and say why.
+func TestProgramDigestRefusesFUSE(t *testing.T) {
+	requireRoot(t)
+	bindfs, err := exec.LookPath("bindfs")
+	if err != nil {
+		t.Skip("needs bindfs (package bindfs) to mount a FUSE file system")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse:", err)
+	}
+	dir := sockDir(t)
+	src, mnt := filepath.Join(dir, "src"), filepath.Join(dir, "mnt")
+	for _, d := range []string{src, mnt} {
+		if err := os.Mkdir(d, 0755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := copyExecutable(filepath.Join(src, "peer")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bindfs, src, mnt).CombinedOutput(); err != nil {
+		t.Skipf("bindfs cannot mount here: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	})
+	bin := filepath.Join(mnt, "peer")
+	var fs unix.Statfs_t
+	if err := unix.Statfs(bin, &fs); err != nil || fs.Type != unix.FUSE_SUPER_MAGIC {
+		t.Fatalf("statfs %s: type %#x, %v; want FUSE", bin, fs.Type, err)
+	}
+	sum := fileSHA256(t, bin)
+	h := listen(t, ProgramDigest(sum))
+	startClient(t, bin, h.path, "talk", nil)
+	rej := h.mustReject(t)
+	if !errors.Is(rej, ErrRemoteFS) || !strings.Contains(rej.Error(), "FUSE") {
+		t.Fatalf("rejection %v, want ErrRemoteFS naming FUSE", rej)
+	}
+	// The same file, run from the directory bindfs serves, passes.
+	startClient(t, filepath.Join(src, "peer"), h.path, "talk", nil)
+	h.mustAccept(t)
+}
