@@ -22,9 +22,9 @@ import (
 // A rule that cannot decide because part of the identity could not be read
 // fails; so does Not of such a rule. Rules never fail open.
 type Rule struct {
-	name  string // short name, for errors and logs: "uid"
-	desc  string // the rule with its arguments: "uid(0, 1000)"
-	need  attrs  // what the rule and its children read
+	name  string                                   // short name, for errors and logs: "uid"
+	desc  string                                   // the rule with its arguments: "uid(0, 1000)"
+	need  attrs                                    // what the rule and its children read
 	check func(*Peer) error                        // a leaf's check; nil for a combinator
 	eval  func(e *evaluation, exact bool) error    // a combinator's evaluation
 	hs    func(context.Context, *SecureConn) error // a handshake rule: talks to the peer (handshake.go)
