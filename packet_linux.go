@@ -33,6 +33,55 @@ type packetSys struct {
 	// tests).
 	oobSize int
 	opts    readOptions
+	exes    exeCache
+}
+
+// exeCache remembers the path of the executable last read for each
+// sender pid, so that repeated datagrams from a process cost a statx of
+// /proc/<pid>/exe (the file identity the Program rule compares) instead of
+// a readlink and a statx. An entry is used only when the statx finds the
+// very file it was read for: an execve, or a pid reused by a process that
+// runs another file, reads afresh. (A reused pid whose process runs the
+// same file gets the same answer, which is right for that file; only its
+// path string is the one the first process's mount namespace showed.)
+type exeCache struct {
+	mu sync.Mutex
+	m  map[int]exeEntry
+}
+
+type exeEntry struct {
+	path string
+	id   fileID
+}
+
+// maxExeCache bounds the entries; the cache is emptied when it is full.
+const maxExeCache = 4096
+
+// read returns the path and identity of the executable of pid, as readExe
+// does. The caller confirms through a pidfd that pid still is the sender.
+func (c *exeCache) read(pid int) (string, fileID, error) {
+	link := procPath(pid, "exe")
+	var stx unix.Statx_t
+	if err := statxPathMask(&link, exeStatx, &stx); err == nil && stx.Nlink > 0 {
+		id := statxFileID(&stx)
+		c.mu.Lock()
+		e, ok := c.m[pid]
+		c.mu.Unlock()
+		if ok && e.id == id {
+			return e.path, id, nil
+		}
+	}
+	path, id, err := readExe(pid, exeStatx, &stx)
+	if err != nil {
+		return "", fileID{}, err
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxExeCache {
+		c.m = make(map[int]exeEntry)
+	}
+	c.m[pid] = exeEntry{path, id}
+	c.mu.Unlock()
+	return path, id, nil
 }
 
 // oobSize is large enough for every control message a datagram can bring
@@ -161,6 +210,10 @@ type readBuf struct {
 // attributes in want, and the credentials.
 func (s *packetSys) sender(m *control, flags int, want attrs, p *Peer) {
 	want |= attrCred
+	if m.hasCred {
+		// Known even when rejected below, for the report.
+		p.PID, p.UID, p.GID = int(m.cred.Pid), int(m.cred.Uid), int(m.cred.Gid)
+	}
 	switch {
 	case flags&unix.MSG_CTRUNC != 0:
 		p.fail(want, errors.New("the datagram's control data was truncated (MSG_CTRUNC): its credentials cannot be trusted"))
@@ -173,7 +226,6 @@ func (s *packetSys) sender(m *control, flags int, want attrs, p *Peer) {
 		return
 	}
 	p.known |= attrCred
-	p.PID, p.UID, p.GID = int(m.cred.Pid), int(m.cred.Uid), int(m.cred.Gid)
 	p.ovf = ownOverflowIDs()
 	if want&attrLabel != 0 {
 		p.known |= attrLabel
@@ -216,19 +268,29 @@ func (s *packetSys) readSender(m *control, want attrs, p *Peer) {
 		gErr   error
 		pinErr error
 	)
+	// The groups and the program are read here, the rest by
+	// readProcessWith, all within one check of the pidfd. The program
+	// is read first, so that a digest is checked to be of the same file.
 	pin := func(read func(pid int)) error {
 		pinErr = pinnedBy(pidfd, p.PID, func(pid int) {
 			if want&attrGroups != 0 {
 				groups, gErr = readGroups(pid)
 			}
+			if want&attrProgram != 0 {
+				p.known |= attrProgram
+				p.Program, p.exe, p.errs.program = s.exes.read(pid)
+			}
 			read(pid)
 		})
 		return pinErr
 	}
-	if want&procAttrs != 0 {
-		readProcessWith(want&procAttrs, p, pin)
+	if rest := want & procAttrs &^ attrProgram; rest != 0 {
+		readProcessWith(rest, p, pin)
 	} else {
 		pin(func(int) {})
+	}
+	if want&attrProgram != 0 && pinErr != nil {
+		p.Program, p.exe, p.errs.program = "", fileID{}, pinErr
 	}
 	if want&attrGroups != 0 {
 		p.known |= attrGroups

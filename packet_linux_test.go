@@ -1,6 +1,7 @@
 package secnet
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,8 @@ func init() {
 //	send     send "hello", print "sent", wait for stdin to close
 //	exit     send "hello" and exit at once
 //	exec     send "hello", print "sent", exec /bin/cat (which waits on stdin)
+//	sendexec send "hello", print "sent", read a line, then exec
+//	         SECNET_TEST_EXEC as a sender in mode send
 //	realuid  set the real uid to 1234 (keeping effective uid 0), then send
 //	rights   send "hello" with SECNET_TEST_FDS copies of fd 3 (SCM_RIGHTS), exit
 //	count    send SECNET_TEST_COUNT datagrams, each with a copy of fd 0, exit
@@ -46,7 +49,7 @@ func runDgram() int {
 		return 2
 	}
 	switch mode := os.Getenv("SECNET_TEST_MODE"); mode {
-	case "send", "exit", "exec", "realuid":
+	case "send", "exit", "exec", "realuid", "sendexec":
 		if mode == "realuid" {
 			if err := syscall.Setresuid(1234, 0, 0); err != nil {
 				return fail("setresuid", err)
@@ -59,8 +62,20 @@ func runDgram() int {
 			return 0
 		}
 		fmt.Println("sent")
-		if mode == "exec" {
+		switch mode {
+		case "exec":
 			err := syscall.Exec("/bin/cat", []string{"cat"}, os.Environ())
+			return fail("exec", err)
+		case "sendexec":
+			bufio.NewReader(os.Stdin).ReadString('\n')
+			target := os.Getenv("SECNET_TEST_EXEC")
+			env := []string{"SECNET_TEST_MODE=send"} // execve keeps the first of duplicate names
+			for _, kv := range os.Environ() {
+				if !strings.HasPrefix(kv, "SECNET_TEST_MODE=") {
+					env = append(env, kv)
+				}
+			}
+			err := syscall.Exec(target, []string{target}, env)
 			return fail("exec", err)
 		}
 		io.Copy(io.Discard, os.Stdin)
@@ -368,6 +383,27 @@ func TestPacketSenderExecs(t *testing.T) {
 	waitExe(t, p.cmd.Process.Pid, cat)
 	if _, peer := h.mustRead(t); peer.Program != cat {
 		t.Errorf("peer %v, want %s (the program after execve)", &peer, cat)
+	}
+}
+
+// TestPacketSenderExecsBetweenDatagrams: the program read for a sender
+// is remembered between its datagrams, but an execve is still seen.
+func TestPacketSenderExecsBetweenDatagrams(t *testing.T) {
+	requireLinux(t)
+	bin, other := peerBinary(t), otherBinary(t)
+	h := listenDgram(t, Program(bin))
+	p := sendDgram(t, bin, h.path, "sendexec", nil, "SECNET_TEST_EXEC="+other)
+	p.line(t)
+	if _, peer := h.mustRead(t); peer.Program != bin {
+		t.Fatalf("peer %v, want %s", &peer, bin)
+	}
+	io.WriteString(p.stdin, "exec\n")
+	if got := p.line(t); got != "sent" {
+		t.Fatalf("sender after exec: %q", got)
+	}
+	rej := h.mustReject(t)
+	if rej.Peer.Program != other || rej.Peer.PID != p.cmd.Process.Pid {
+		t.Errorf("rejected %v, want pid %d running %s", &rej.Peer, p.cmd.Process.Pid, other)
 	}
 }
 
