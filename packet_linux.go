@@ -130,7 +130,12 @@ func (s *packetSys) enable(fd int, want attrs) error {
 		err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSPIDFD, 1)
 		switch {
 		case s.opts.noPeerPidfd || errors.Is(err, unix.ENOPROTOOPT):
-			s.noPidfd.Store(true) // Linux before 6.5: pidfd_open per datagram
+			// Linux before 6.5: pidfd_open per datagram, checked against
+			// the time the datagram was sent (SCM_TIMESTAMPNS).
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+				return os.NewSyscallError("setsockopt SO_TIMESTAMPNS", err)
+			}
+			s.noPidfd.Store(true)
 		case err != nil:
 			return os.NewSyscallError("setsockopt SO_PASSPIDFD", err)
 		default:
@@ -254,7 +259,7 @@ func (s *packetSys) readSender(m *control, want attrs, p *Peer) {
 		return
 	case pidfd < 0 && s.noPidfd.Load():
 		var err error
-		if pidfd, err = pidfdByStartTime(p.PID); err != nil {
+		if pidfd, err = pidfdSentBy(p.PID, m); err != nil {
 			p.fail(want, err)
 			return
 		}
@@ -305,6 +310,57 @@ func (s *packetSys) readSender(m *control, want attrs, p *Peer) {
 	}
 }
 
+// pidfdSentBy opens a pidfd for pid, the sender of the datagram whose
+// control messages are m, on a kernel without SCM_PIDFD: the process
+// behind the pid must have started by the time the datagram was sent
+// (SCM_TIMESTAMPNS), or the pid now belongs to another process. Process
+// start times count 10 ms clock ticks and the send time is taken from the
+// realtime clock, which can be stepped: this narrows the pid-reuse race to
+// about two ticks, it does not close it (SCM_PIDFD does).
+func pidfdSentBy(pid int, m *control) (int, error) {
+	if !m.hasSent {
+		return -1, errors.New("the datagram carries no SCM_TIMESTAMPNS, which pins its sender's pid before Linux 6.5")
+	}
+	pidfd, err := pidfdByStartTime(pid) // started before now, and pinned
+	if err != nil {
+		return -1, err
+	}
+	limit, err := bootTicksAt(m.sent)
+	var start uint64
+	if err == nil {
+		start, err = procStartTime(pid)
+	}
+	if err == nil {
+		// start is the pinned process's only if it still runs now.
+		var alive bool
+		if alive, err = pidfdAlive(pidfd); err == nil && !alive {
+			err = ErrPeerExited
+		}
+	}
+	if err == nil && start > limit+1 {
+		err = fmt.Errorf("%w (its pid %d now belongs to a process started after the datagram was sent)", ErrPeerExited, pid)
+	}
+	if err != nil {
+		unix.Close(pidfd)
+		return -1, err
+	}
+	return pidfd, nil
+}
+
+// bootTicksAt converts t, a time of the realtime clock in the past, into
+// clock ticks since boot, the unit of a process's start time.
+func bootTicksAt(t unix.Timespec) (uint64, error) {
+	var real, boot unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &real); err != nil {
+		return 0, os.NewSyscallError("clock_gettime", err)
+	}
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err != nil {
+		return 0, os.NewSyscallError("clock_gettime", err)
+	}
+	at := boot.Nano() - max(real.Nano()-t.Nano(), 0)
+	return uint64(max(at, 0)) / 1e7, nil // USER_HZ: 100 ticks a second
+}
+
 // readGroups reads the supplementary groups of pid from the Groups line
 // of its status file. The caller confirms through a pidfd that pid still
 // is the sender.
@@ -342,6 +398,8 @@ type control struct {
 	pidfd    int   // -1 when none
 	pidfdErr error // the kernel could not make a pidfd
 	label    string
+	sent     unix.Timespec // when the datagram was sent, with hasSent
+	hasSent  bool
 	err      error // the control data is malformed
 }
 
@@ -394,6 +452,11 @@ func parseControl(oob []byte) control {
 				// The kernel puts the error of pidfd creation in the
 				// message: the sender has been reaped (6.5 to 6.15).
 				m.pidfdErr = fmt.Errorf("%w (SCM_PIDFD: %v)", ErrPeerExited, unix.Errno(-fd))
+			}
+		case unix.SCM_TIMESTAMPNS:
+			if len(data) >= int(unsafe.Sizeof(m.sent)) {
+				m.sent = *(*unix.Timespec)(unsafe.Pointer(&data[0]))
+				m.hasSent = true
 			}
 		case unix.SCM_SECURITY:
 			for len(data) > 0 && data[len(data)-1] == 0 {

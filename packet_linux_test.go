@@ -37,11 +37,18 @@ func init() {
 //	rights   send "hello" with SECNET_TEST_FDS copies of fd 3 (SCM_RIGHTS), exit
 //	count    send SECNET_TEST_COUNT datagrams, each with a copy of fd 0, exit
 //	flood    send 64-byte datagrams until sending fails
+//	hold-none  send nothing: print "running", wait for stdin to close
 func runDgram() int {
 	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: os.Getenv("SECNET_TEST_SOCK"), Net: "unixgram"})
-	if err != nil {
+	if err != nil && os.Getenv("SECNET_TEST_MODE") != "hold-none" {
 		fmt.Println("dial:", err)
 		return 2
+	}
+	if os.Getenv("SECNET_TEST_MODE") == "hold-none" {
+		// Sends nothing: a running process for the test.
+		fmt.Println("running")
+		io.Copy(io.Discard, os.Stdin)
+		return 0
 	}
 	hello := []byte("hello")
 	fail := func(what string, err error) int {
@@ -351,6 +358,13 @@ func TestPacketSenderExited(t *testing.T) {
 	for _, r := range []Rule{Program(bin), InGroup(0), OnHost(), Cgroup("*")} {
 		t.Run(r.Name(), func(t *testing.T) {
 			h := listenDgram(t, r)
+			sendDgram(t, bin, h.path, "exit", nil).wait(t)
+			if rej := h.mustReject(t); !errors.Is(rej, ErrPeerExited) {
+				t.Errorf("rejection %v, want ErrPeerExited", rej)
+			}
+		})
+		t.Run(r.Name()+" without SO_PASSPIDFD", func(t *testing.T) {
+			h := listenDgramWithOpts(t, &ListenConfig{}, readOptions{noPeerPidfd: true}, r)
 			sendDgram(t, bin, h.path, "exit", nil).wait(t)
 			if rej := h.mustReject(t); !errors.Is(rej, ErrPeerExited) {
 				t.Errorf("rejection %v, want ErrPeerExited", rej)
@@ -794,16 +808,18 @@ s.sendmsg([b"from python"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array(
 func BenchmarkPacketRead(b *testing.B) {
 	bin := peerBinary(b)
 	for _, bc := range []struct {
-		name  string
-		rules []Rule
-		peer  bool // ReadFromPeer
+		name     string
+		rules    []Rule
+		peer     bool // ReadFromPeer
+		noPidfds bool // as before Linux 6.5
 	}{
-		{"plain", nil, false},
-		{"uid", []Rule{UID(os.Getuid())}, false},
-		{"ingroup", []Rule{InGroup(os.Getgid())}, false},
-		{"program", []Rule{Program(bin)}, false},
-		{"uid+program", []Rule{UID(os.Getuid()), Program(bin)}, false},
-		{"peer", []Rule{UID(os.Getuid())}, true},
+		{"plain", nil, false, false},
+		{"uid", []Rule{UID(os.Getuid())}, false, false},
+		{"ingroup", []Rule{InGroup(os.Getgid())}, false, false},
+		{"program", []Rule{Program(bin)}, false, false},
+		{"program-before-6.5", []Rule{Program(bin)}, false, true},
+		{"uid+program", []Rule{UID(os.Getuid()), Program(bin)}, false, false},
+		{"readfrompeer", []Rule{UID(os.Getuid())}, true, false},
 	} {
 		b.Run("rules="+bc.name, func(b *testing.B) {
 			path := filepath.Join(benchDir(b), "d")
@@ -817,7 +833,9 @@ func BenchmarkPacketRead(b *testing.B) {
 				read = func(buf []byte) error { _, _, err := c.ReadFrom(buf); return err }
 				closer = c
 			} else {
-				pc, err := ListenPacket("unixgram", path, bc.rules...)
+				v := newVerifier(bc.rules)
+				v.opts.noPeerPidfd = bc.noPidfds
+				pc, err := listenPacket(context.Background(), &ListenConfig{}, "unixgram", path, v)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -844,5 +862,37 @@ func BenchmarkPacketRead(b *testing.B) {
 			closer.Close()
 			sender.Wait()
 		})
+	}
+}
+
+// TestPidfdSentBy: before Linux 6.5 the sender's pid is pinned by its
+// start time, which must not be after the datagram was sent.
+func TestPidfdSentBy(t *testing.T) {
+	requireLinux(t)
+	p := sendDgram(t, peerBinary(t), filepath.Join(sockDir(t), "none"), "hold-none", nil)
+	pid := p.cmd.Process.Pid
+	p.line(t) // running: its start time is set
+	var now unix.Timespec
+	unix.ClockGettime(unix.CLOCK_REALTIME, &now)
+
+	m := &control{sent: now, hasSent: true}
+	pidfd, err := pidfdSentBy(pid, m)
+	if err != nil {
+		t.Fatalf("a datagram sent now by a running process: %v", err)
+	}
+	unix.Close(pidfd)
+
+	start, err := procStartTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent, _ := bootTicksAt(now)
+	// Sent a second before the process started: its pid was another's.
+	m.sent = unix.NsecToTimespec(now.Nano() - int64(sent-start+100)*1e7)
+	if _, err := pidfdSentBy(pid, m); !errors.Is(err, ErrPeerExited) || !strings.Contains(err.Error(), "started after") {
+		t.Errorf("a datagram sent before its process started: %v, want ErrPeerExited", err)
+	}
+	if _, err := pidfdSentBy(pid, &control{}); err == nil {
+		t.Error("no SCM_TIMESTAMPNS: no error")
 	}
 }
