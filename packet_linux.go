@@ -40,7 +40,7 @@ type packetSys struct {
 // sender pid, so that repeated datagrams from a process cost a statx of
 // /proc/<pid>/exe (the file identity the Program rule compares) instead of
 // a readlink and a statx. An entry is used only when the statx finds the
-// very file it was read for: an execve, or a pid reused by a process that
+// very file it was read for (device, inode and birth time): an execve, or a pid reused by a process that
 // runs another file, reads afresh. (A reused pid whose process runs the
 // same file gets the same answer, which is right for that file; only its
 // path string is the one the first process's mount namespace showed.)
@@ -50,8 +50,8 @@ type exeCache struct {
 }
 
 type exeEntry struct {
-	path string
-	id   fileID
+	path  string
+	stamp exeStamp
 }
 
 // maxExeCache bounds the entries; the cache is emptied when it is full.
@@ -62,16 +62,16 @@ const maxExeCache = 4096
 func (c *exeCache) read(pid int) (string, fileID, error) {
 	link := procPath(pid, "exe")
 	var stx unix.Statx_t
-	if err := statxPathMask(&link, exeStatx, &stx); err == nil && stx.Nlink > 0 {
-		id := statxFileID(&stx)
+	if err := statxPathMask(&link, unix.AT_STATX_DONT_SYNC, exeStatx, &stx); err == nil && stx.Nlink > 0 {
+		stamp := statxStamp(&stx)
 		c.mu.Lock()
 		e, ok := c.m[pid]
 		c.mu.Unlock()
-		if ok && e.id == id {
-			return e.path, id, nil
+		if ok && e.stamp == stamp {
+			return e.path, stamp.id, nil
 		}
 	}
-	path, id, err := readExe(pid, exeStatx, &stx)
+	path, stamp, err := readExe(pid, exeStatx, &stx)
 	if err != nil {
 		return "", fileID{}, err
 	}
@@ -79,9 +79,9 @@ func (c *exeCache) read(pid int) (string, fileID, error) {
 	if c.m == nil || len(c.m) >= maxExeCache {
 		c.m = make(map[int]exeEntry)
 	}
-	c.m[pid] = exeEntry{path, id}
+	c.m[pid] = exeEntry{path, stamp}
 	c.mu.Unlock()
-	return path, id, nil
+	return path, stamp.id, nil
 }
 
 // oobSize is large enough for every control message a datagram can bring
