@@ -2,6 +2,7 @@ package secnet
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -29,9 +30,15 @@ func ListenPacket(network, address string, rules ...Rule) (*PacketConn, error) {
 //
 // The kernel attaches the sender's credentials to every datagram (see
 // PacketConn): the rules are applied to each datagram when the
-// application reads it.
+// application reads it, on the reading goroutine. Of ListenConfig,
+// ListenPacket uses Mode, Owner, Group, Rejected and Control; the other
+// fields concern connections. Handshake rules need a connection and are
+// refused.
 func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address string, rules ...Rule) (*PacketConn, error) {
 	v := newVerifier(rules)
+	if v.err == nil && len(v.hs) > 0 {
+		v.err = fmt.Errorf("secnet: rule %s talks to the peer over a connection; a datagram socket has none", v.hs[0].desc)
+	}
 	if v.err != nil {
 		return nil, listenError(network, address, v.err)
 	}
@@ -68,8 +75,11 @@ func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address strin
 //     close it.
 //   - Label sees the label the kernel attached at send time.
 //
-// A datagram whose control data was truncated (MSG_CTRUNC), or that
-// carries no credentials, is rejected. File descriptors passed with
+// Rules that need only what the datagram carries (the ids, the label) are
+// applied first: a sender they reject costs no /proc read, and the other
+// rules are listed in RejectError.NotEvaluated. A datagram whose control
+// data was truncated (MSG_CTRUNC), or that carries no credentials, is
+// rejected. File descriptors passed with
 // SCM_RIGHTS are closed, in accepted and rejected datagrams alike:
 // PacketConn never hands descriptors to the application. Rejected
 // datagrams are dropped and reported to ListenConfig.Rejected; the read

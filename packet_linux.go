@@ -194,6 +194,14 @@ func (c *PacketConn) readMsg(b []byte, want attrs) (int, *net.UnixAddr, Peer, *R
 	p := &rb.peer
 	*p = Peer{}
 	c.sys.sender(&m, flags, want, p)
+	if proc := want & pidfdAttrs; proc != 0 && p.errs.cred == nil {
+		// A sender that the datagram alone disqualifies costs no /proc
+		// read: rules that need only its ids or label first.
+		if rej := c.v.earlyReject(p, attrCred|attrLabel); rej != nil {
+			return 0, nil, Peer{}, rej, nil
+		}
+		c.sys.readSender(&m, proc, p)
+	}
 	rb.ev = evaluation{p: p}
 	if rej := c.v.check(&rb.ev); rej != nil {
 		return 0, nil, Peer{}, rej, nil
@@ -210,9 +218,9 @@ type readBuf struct {
 	ev   evaluation // applies the rules to peer
 }
 
-// sender fills p with the identity of the sender of the datagram whose
+// sender fills p with what the datagram itself says of its sender, whose
 // control messages are m and whose recvmsg flags are flags: the
-// attributes in want, and the credentials.
+// credentials, and the label when want has it. readSender reads the rest.
 func (s *packetSys) sender(m *control, flags int, want attrs, p *Peer) {
 	want |= attrCred
 	if m.hasCred {
@@ -240,9 +248,30 @@ func (s *packetSys) sender(m *control, flags int, want attrs, p *Peer) {
 			p.errs.label = errors.New("the socket does not receive security labels (SO_PASSSEC)")
 		}
 	}
-	if want&pidfdAttrs != 0 {
-		s.readSender(m, want&pidfdAttrs, p)
+}
+
+// earlyReject applies the rules that need no more than have, and returns
+// the rejection when one of them fails, with the others as not
+// evaluated; nil when the rest of the rules must decide.
+func (v *verifier) earlyReject(p *Peer, have attrs) *RejectError {
+	var failed []RuleError
+	for _, r := range v.rules {
+		if r.need&^have == 0 {
+			if err := r.Check(p); err != nil {
+				failed = append(failed, RuleError{Rule: r.name, Err: err})
+			}
+		}
 	}
+	if failed == nil {
+		return nil
+	}
+	rej := &RejectError{Peer: *p, Failures: failed}
+	for _, r := range v.rules {
+		if r.need&^have != 0 {
+			rej.NotEvaluated = append(rej.NotEvaluated, r.desc)
+		}
+	}
+	return rej
 }
 
 // readSender reads the attributes in want (a subset of pidfdAttrs) of the

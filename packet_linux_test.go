@@ -236,6 +236,17 @@ func TestPacketCredentialRules(t *testing.T) {
 			t.Errorf("rejection: %v", rej)
 		}
 	})
+	t.Run("uid decides before the process is read", func(t *testing.T) {
+		// The sender has exited: reading its program would fail with
+		// ErrPeerExited. A uid that does not match settles it first.
+		h := listenDgram(t, UID(1234), Program(bin))
+		sendDgram(t, bin, h.path, "exit", asUser(1236, 1235)).wait(t)
+		rej := h.mustReject(t)
+		if len(rej.Failures) != 1 || rej.Failures[0].Rule != "uid" || len(rej.NotEvaluated) != 1 ||
+			errors.Is(rej, ErrPeerExited) || rej.Peer.known&attrProgram != 0 {
+			t.Errorf("rejection %v (not evaluated %v), want the uid rule alone", rej, rej.NotEvaluated)
+		}
+	})
 	t.Run("gid", func(t *testing.T) {
 		h := listenDgram(t, GID(1235))
 		sendDgram(t, bin, h.path, "send", asUser(1234, 1235)).line(t)
@@ -693,6 +704,11 @@ func TestPacketSocketFile(t *testing.T) {
 		}
 		if _, err := ListenPacket("unixgram", filepath.Join(dir, "n"), UID()); err == nil {
 			t.Error("invalid rule: no error")
+		}
+		// A handshake needs a connection: refused, never skipped.
+		_, err := ListenPacket("unixgram", filepath.Join(dir, "n"), Anyone(), SharedSecret([]byte("0123456789abcdef0123")))
+		if err == nil || !strings.Contains(err.Error(), "datagram socket") {
+			t.Errorf("a handshake rule: %v, want an error", err)
 		}
 	})
 	t.Run("close unblocks a read", func(t *testing.T) {
