@@ -384,9 +384,9 @@ func answer(c *SecureConn, key []byte) error {
 	case ssWrongMAC:
 		return fmt.Errorf("%w: the answer matches none of its keys (this client's key is not one the server accepts)", ErrHandshakeRefused)
 	case ssWrongUID:
-		return fmt.Errorf("%w: this client answered for a server of uid %d, the server it reached runs as another uid "+
-			"(the challenge was relayed through a socket of uid %d, or this client runs in a user namespace that does not map the server's uid)",
-			ErrHandshakeRefused, p.UID, p.UID)
+		return fmt.Errorf("%w: this client answered for the server it sees, uid %d, and the server that checked the answer expected another uid: "+
+			"the socket this client reached relayed the challenge of another server, or this client runs in a user namespace that does not map the server's uid",
+			ErrHandshakeRefused, p.UID)
 	}
 	return fmt.Errorf("%w: verdict code %d", ErrHandshakeRefused, v[5])
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -24,6 +25,38 @@ import (
 func init() {
 	childRoles["hsclient"] = runHandshakeClient
 	childRoles["hsrelay"] = runHandshakeRelay
+	childRoles["hsactivated"] = runHandshakeActivated
+}
+
+// runHandshakeActivated serves the listening socket it inherits as fd 3,
+// as a service that systemd activated, with NewListener(Anyone(),
+// SharedSecret(SECNET_TEST_KEY)); it prints "ready", then "accepted" or
+// "rejected: <reason>" for each connection, until stdin closes.
+func runHandshakeActivated() int {
+	key, _ := hex.DecodeString(os.Getenv("SECNET_TEST_KEY"))
+	f := os.NewFile(3, "activated")
+	inner, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		fmt.Println("FileListener:", err)
+		return 2
+	}
+	ln := NewListener(inner, Anyone(), SharedSecret(key))
+	ln.SetRejected(func(e *RejectError) { fmt.Println("rejected:", e) })
+	go func() {
+		os.Stdin.Read(make([]byte, 1))
+		ln.Close()
+	}()
+	fmt.Println("ready")
+	for {
+		c, err := ln.AcceptSecure()
+		if err != nil {
+			return 0
+		}
+		fmt.Println("accepted")
+		c.Write([]byte("ok"))
+		c.Close()
+	}
 }
 
 // runHandshakeClient connects to SECNET_TEST_SOCK and plays the client's
@@ -468,6 +501,45 @@ func TestSharedSecretNewListener(t *testing.T) {
 	}
 }
 
+// A server of another uid serving a socket that this process created, as
+// a service does with a socket from systemd: clients see the uid of the
+// socket's creator, and the server expects that uid, not its own.
+func TestSharedSecretActivatedOtherUID(t *testing.T) {
+	requireRoot(t)
+	key := testKey(t)
+	sock := filepath.Join(sockDir(t), "a")
+	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ul.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ul.SetUnlinkOnClose(false)
+	ul.Close()
+	defer f.Close()
+	cmd := exec.Command(peerBinary(t))
+	cmd.Env = append(os.Environ(), "SECNET_TEST_ROLE=hsactivated", "SECNET_TEST_KEY="+hex.EncodeToString(key))
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4321, Gid: 4321}}
+	srv := startCmd(t, cmd)
+	f.Close()
+	if got := srv.line(t); got != "ready" {
+		t.Fatalf("server: %q", got)
+	}
+	d := Dialer{Rules: []Rule{UID(os.Geteuid())}, Handshake: ProveSharedSecret(key)}
+	c, err := d.DialSecure(context.Background(), "unix", sock)
+	if err != nil {
+		t.Fatalf("dial: %v (server: %q)", err, srv.line(t))
+	}
+	defer c.Close()
+	b, _ := io.ReadAll(c)
+	if got := srv.line(t); got != "accepted" || string(b) != "ok" {
+		t.Errorf("server: %q, client read %q", got, b)
+	}
+}
+
 // The answer is bound to the server's uid as the client sees it: a
 // process of another user that relays the challenge to a client through a
 // socket of its own gets an answer the server refuses, and the client an
@@ -497,7 +569,7 @@ func TestSharedSecretRelay(t *testing.T) {
 		t.Errorf("rejected because %q, want %q", why, want)
 	}
 	got := cl.line(t)
-	if !strings.Contains(got, "refused (handshake refused: true)") || !strings.Contains(got, "answered for a server of uid 4321") {
+	if !strings.Contains(got, "refused (handshake refused: true)") || !strings.Contains(got, "answered for the server it sees, uid 4321") {
 		t.Errorf("client: %q", got)
 	}
 }
