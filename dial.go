@@ -27,7 +27,7 @@ type Dialer struct {
 	// (ProveSharedSecret answers SharedSecret). Its error, wrapped in a
 	// *net.OpError, is Dial's; the connection is then closed. ctx is
 	// Dial's context, bounded by Timeout (the connect and the handshake
-	// together), or by 10 seconds when neither sets a deadline; the
+	// together), or by DefaultVerifyTimeout when neither sets a deadline; the
 	// connection's deadline follows it while Handshake runs and is
 	// cleared afterwards.
 	Handshake func(ctx context.Context, c *SecureConn) error

@@ -52,8 +52,9 @@ func errNestedHandshake(r Rule) error {
 }
 
 // defaultHandshakeTimeout bounds a handshake when nothing else does: in
-// Verify, and in a Dialer without a context deadline or Timeout.
-const defaultHandshakeTimeout = 10 * time.Second
+// Verify, and in a Dialer without a context deadline or Timeout. It is the
+// listener's default verification deadline.
+const defaultHandshakeTimeout = DefaultVerifyTimeout
 
 // handshake runs the handshake rules, in order, on sc, whose peer passed
 // every other rule.
@@ -101,20 +102,19 @@ func runHandshake(ctx context.Context, c *SecureConn, fn func(context.Context, *
 	return nil
 }
 
-// handshakeContextError says that a handshake ran out of time, or was
-// cancelled, with what it was doing then.
+// handshakeContextError says that a handshake ran out of time
+// (ErrVerifyTimeout), or was cancelled, with what it was doing then.
 func handshakeContextError(ctx context.Context, err error) error {
-	why := "the handshake did not finish before the verification deadline"
-	if errors.Is(ctx.Err(), context.Canceled) {
-		why = errHandshakeCancelled.Error()
-	}
 	if err == nil {
 		err = ctx.Err()
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return fmt.Errorf("%w: %w", errHandshakeCancelled, err)
 	}
 	if err == nil {
 		err = os.ErrDeadlineExceeded
 	}
-	return fmt.Errorf("%s: %w", why, err)
+	return fmt.Errorf("%w: %w", ErrVerifyTimeout, err)
 }
 
 // The shared-secret exchange, version 1 (docs/handshake.md has it byte by

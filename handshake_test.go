@@ -809,3 +809,52 @@ func TestReadSecretFileFIFO(t *testing.T) {
 		t.Errorf("ReadSecretFile of a FIFO: %v", err)
 	}
 }
+
+// A client that never answers is rejected at the verification deadline,
+// while another client is accepted meanwhile.
+func TestSharedSecretSilentClient(t *testing.T) {
+	key := testKey(t)
+	path := filepath.Join(sockDir(t), "s")
+	rejected := make(chan *RejectError, 4)
+	lc := ListenConfig{Mode: 0666, VerifyTimeout: 2 * time.Second, Rejected: func(e *RejectError) { rejected <- e }}
+	ln, err := lc.Listen(context.Background(), "unix", path, Anyone(), SharedSecret(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	silent := startHandshakeClient(t, path, "silent", key, nil)
+	if got := silent.line(t); got != "connected" {
+		t.Fatalf("silent client: %q", got)
+	}
+	good := startHandshakeClient(t, path, "prove", key, nil)
+	c, err := ln.AcceptSecure()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case rej := <-rejected:
+		t.Fatalf("a rejection came before the good client was accepted: %v", rej)
+	default:
+	}
+	if p := c.Peer(); p.PID != good.cmd.Process.Pid {
+		t.Fatalf("accepted pid %d, want the good client %d", p.PID, good.cmd.Process.Pid)
+	}
+	buf := make([]byte, 4)
+	io.ReadFull(c, buf)
+	c.Write([]byte("pong"))
+	if got := good.line(t); got != "ok pong" {
+		t.Errorf("good client: %q", got)
+	}
+	select {
+	case rej := <-rejected:
+		if rej.Peer.PID != silent.cmd.Process.Pid || !errors.Is(rej, ErrVerifyTimeout) {
+			t.Errorf("rejection %v, want the silent client's with ErrVerifyTimeout", rej)
+		}
+		if !strings.Contains(rej.Error(), "sharedsecret: "+ErrVerifyTimeout.Error()+": reading the answer (0 of 44 bytes came)") {
+			t.Errorf("rejection %q does not say that the handshake ran out of time", rej)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the silent client was not rejected within 20s")
+	}
+}

@@ -21,7 +21,8 @@ import (
 // apply rules to them.
 //
 // Handshake rules (see Handshake) run after the others passed, also on a
-// *SecureConn accepted earlier, within 10 seconds; VerifyContext takes
+// *SecureConn accepted earlier, within DefaultVerifyTimeout (past it
+// they fail with ErrVerifyTimeout); VerifyContext takes
 // the deadline from a context instead.
 func Verify(c net.Conn, rules ...Rule) (*SecureConn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultHandshakeTimeout)
