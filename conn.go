@@ -83,7 +83,7 @@ func (v *verifier) verify(ctx context.Context, c net.Conn) (*SecureConn, *Reject
 	id.proc.release()
 	id.mu.Unlock()
 	if rej != nil {
-		return nil, rej
+		return nil, v.skipHandshakes(rej)
 	}
 	if rej := v.handshake(ctx, sc); rej != nil {
 		if sc.held != nil {

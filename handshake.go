@@ -61,10 +61,21 @@ const defaultHandshakeTimeout = DefaultVerifyTimeout
 func (v *verifier) handshake(ctx context.Context, sc *SecureConn) *RejectError {
 	for _, r := range v.hs {
 		if err := runHandshake(ctx, sc, r.hs); err != nil {
-			return &RejectError{Peer: sc.id.load(v.need), Failures: []RuleError{{Rule: r.name, Err: err}}}
+			// The peer as far as it was read: the rules that settled the
+			// verdict early read no more than they needed.
+			return &RejectError{Peer: sc.id.load(attrCred), Failures: []RuleError{{Rule: r.name, Err: err}}}
 		}
 	}
 	return nil
+}
+
+// skipHandshakes adds the handshake rules to the rules rej says were not
+// evaluated: a peer that fails another rule is never challenged.
+func (v *verifier) skipHandshakes(rej *RejectError) *RejectError {
+	for _, r := range v.hs {
+		rej.NotEvaluated = append(rej.NotEvaluated, r.desc)
+	}
+	return rej
 }
 
 // errHandshakeCancelled is the reason a handshake fails when its context

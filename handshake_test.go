@@ -311,6 +311,9 @@ func TestHandshakeAfterKernelRules(t *testing.T) {
 	cl := startHandshakeClient(t, h.path, "prove", key, nil)
 	rej := h.mustReject(t)
 	failedRule(t, rej, "uid")
+	if got := strings.Join(rej.NotEvaluated, ", "); got != "count(), sharedsecret(1 key)" {
+		t.Errorf("not evaluated: %q, want the handshake rules", got)
+	}
 	if n := calls.Load(); n != 0 {
 		t.Errorf("the handshake ran %d times for a peer that failed a kernel rule", n)
 	}

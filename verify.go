@@ -40,7 +40,7 @@ func VerifyContext(ctx context.Context, c net.Conn, rules ...Rule) (*SecureConn,
 	}
 	if sc, ok := c.(*SecureConn); ok {
 		if rej := v.checkConn(sc); rej != nil {
-			return nil, rej
+			return nil, v.skipHandshakes(rej)
 		}
 		if rej := v.handshake(ctx, sc); rej != nil {
 			return nil, rej
