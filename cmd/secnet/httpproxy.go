@@ -1,0 +1,472 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/secnet/secnet"
+)
+
+// httpProxy serves HTTP/1.1 on verified connections and forwards each
+// request that a route allows to the upstream, with
+// httputil.ReverseProxy. Every request is decided on its own, including
+// each request of a kept-alive connection, and logged with the peer, the
+// route that decided and the outcome.
+type httpProxy struct {
+	routes *routeSet
+	log    *slog.Logger
+	rp     *httputil.ReverseProxy
+	srv    *http.Server
+	queue  *connQueue
+	served chan struct{} // closed when srv.Serve has returned
+}
+
+// Timeouts of the HTTP server: a client has readHeaderTimeout to send a
+// request's header, and a kept-alive connection with no request in
+// flight is closed after idleTimeout.
+const (
+	readHeaderTimeout = time.Minute
+	idleTimeout       = 5 * time.Minute
+)
+
+// newHTTPProxy returns a proxy that forwards the requests routes allow
+// over connections from dial. It serves the connections passed to
+// serveConn until shutdown.
+func newHTTPProxy(routes *routeSet, dial func(ctx context.Context) (net.Conn, error), log *slog.Logger) *httpProxy {
+	h := &httpProxy{routes: routes, log: log, queue: newConnQueue(), served: make(chan struct{})}
+	h.rp = &httputil.ReverseProxy{
+		Director: func(r *http.Request) {
+			// The path, query and Host header are the client's, unchanged.
+			r.URL.Scheme = "http"
+			r.URL.Host = "upstream"
+		},
+		Transport: &http.Transport{
+			DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+			DisableCompression:  true, // pass bodies through as they are
+			MaxIdleConns:        64,
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     90 * time.Second,
+		},
+		ModifyResponse: h.modifyResponse,
+		ErrorHandler:   h.upstreamError,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	h.srv = &http.Server{
+		Handler:           h,
+		ConnContext:       withHTTPConn,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		defer close(h.served)
+		h.srv.Serve(h.queue)
+	}()
+	return h
+}
+
+// serveConn serves HTTP on c and returns when c is closed: by the
+// server (the client went away, or an idle or kept-alive connection
+// was closed), after an upgraded connection ended, or by the caller
+// closing c.
+func (h *httpProxy) serveConn(c *secnet.SecureConn) {
+	hc := &httpConn{SecureConn: c, done: make(chan struct{})}
+	if !h.queue.put(hc) {
+		c.Close()
+		return
+	}
+	<-hc.done
+}
+
+// shutdown stops serving new connections and closes the idle ones;
+// requests in flight finish, and their connections are closed after the
+// response.
+func (h *httpProxy) shutdown() {
+	h.queue.Close()
+	h.srv.SetKeepAlivesEnabled(false)
+	<-h.served
+}
+
+// ServeHTTP decides r by the routes and forwards it if allowed.
+func (h *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	c, _ := r.Context().Value(httpConnKey{}).(*httpConn)
+	aw := &auditWriter{ResponseWriter: w}
+	var (
+		route, pattern string
+		why            string
+	)
+	m, ref := h.routes.decide(r)
+	switch {
+	case c == nil: // not served by serveConn: cannot happen
+		why = "the client's identity is unknown"
+	case m == nil:
+		why = string(ref)
+	default:
+		route, pattern = m.route.Name, m.pattern
+		if err := m.route.check(c.SecureConn); err != nil {
+			why = fmt.Sprintf("route %q (pattern %q) refuses this client: %s", route, pattern, err)
+		}
+	}
+	if why != "" {
+		writeRefusal(aw, http.StatusForbidden, fmt.Sprintf("secnet: %s %q is refused: %s", r.Method, r.URL.EscapedPath(), why))
+	} else {
+		if r.ContentLength != 0 {
+			r.Body = &countingBody{ReadCloser: r.Body, n: &aw.in}
+		}
+		st := &reqState{w: aw}
+		ctx := context.WithValue(r.Context(), reqStateKey{}, st)
+		if r.Method == http.MethodPost && upgradeType(r.Header) == "" {
+			// The upstream may take the connection over with a 200
+			// response (see modifyResponse): note which one it is.
+			ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+				GotConn: func(i httptrace.GotConnInfo) { st.upstream = i.Conn },
+			})
+		}
+		h.rp.ServeHTTP(aw, r.WithContext(ctx))
+	}
+	h.audit(r, c, aw, route, pattern, why, start)
+}
+
+// audit logs one request: who, what, which route decided, the outcome.
+func (h *httpProxy) audit(r *http.Request, c *httpConn, aw *auditWriter, route, pattern, why string, start time.Time) {
+	level, decision := slog.LevelInfo, "allowed"
+	if why != "" {
+		level, decision = slog.LevelWarn, "refused"
+	}
+	if !h.log.Enabled(r.Context(), level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 12)
+	if c != nil {
+		attrs = append(attrs, c.peerAttr())
+	}
+	attrs = append(attrs,
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.EscapedPath()),
+		slog.String("route", route),
+		slog.String("pattern", pattern),
+		slog.String("decision", decision),
+		slog.Int("status", aw.status),
+		slog.Int64("bytes_in", aw.in.Load()),
+		slog.Int64("bytes_out", aw.out.Load()),
+		slog.String("duration", time.Since(start).String()),
+	)
+	if why != "" {
+		attrs = append(attrs, slog.String("reason", why))
+	}
+	if aw.err != nil {
+		attrs = append(attrs, slog.String("err", aw.err.Error()))
+	}
+	h.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+// check applies the route's rules to the connection's peer, reading what
+// they need that the listener did not.
+func (r *httpRoute) check(c *secnet.SecureConn) error {
+	if len(r.Rules) == 0 {
+		return nil
+	}
+	_, err := secnet.Verify(c, r.Rules...)
+	var rej *secnet.RejectError
+	if errors.As(err, &rej) {
+		reasons := make([]string, len(rej.Failures))
+		for i, f := range rej.Failures {
+			reasons[i] = f.Error()
+		}
+		return fmt.Errorf("peer %s: %s", rej.Peer.String(), strings.Join(reasons, "; "))
+	}
+	return err
+}
+
+// writeRefusal answers with status and a JSON body {"message": msg}, the
+// shape of the Docker API's errors, which the docker CLI prints.
+func writeRefusal(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(struct {
+		Message string `json:"message"`
+	}{msg})
+}
+
+// upstreamError answers a request the upstream could not serve.
+func (h *httpProxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	st, _ := r.Context().Value(reqStateKey{}).(*reqState)
+	if st != nil {
+		st.w.err = err
+	}
+	if errors.Is(err, errStreamDone) || r.Context().Err() != nil {
+		return // taken over and done, or the client went away
+	}
+	writeRefusal(w, http.StatusBadGateway, "secnet: the upstream failed: "+err.Error())
+}
+
+// errStreamDone ends a request whose connection modifyResponse took over.
+var errStreamDone = errors.New("stream ended")
+
+// modifyResponse takes the connection over for Docker's attach and exec
+// without an Upgrade header: the daemon answers 200 with a raw or
+// multiplexed stream content type and then uses the connection in both
+// directions. (With Upgrade, the daemon answers 101 and ReverseProxy
+// does the same.)
+func (h *httpProxy) modifyResponse(res *http.Response) error {
+	st, _ := res.Request.Context().Value(reqStateKey{}).(*reqState)
+	if st == nil || st.upstream == nil || res.StatusCode != http.StatusOK || res.ContentLength != -1 {
+		return nil
+	}
+	ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
+	if ct != "application/vnd.docker.raw-stream" && ct != "application/vnd.docker.multiplexed-stream" {
+		return nil
+	}
+	up, ok := st.upstream.(halfCloser)
+	if !ok {
+		return nil
+	}
+	conn, brw, err := http.NewResponseController(st.w).Hijack()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	st.w.status = res.StatusCode
+	head := *res
+	head.Body = nil // write only the status line and header
+	if err := head.Write(brw); err != nil {
+		return err
+	}
+	if err := brw.Flush(); err != nil {
+		return err
+	}
+	client, ok := conn.(halfCloser)
+	if !ok {
+		return fmt.Errorf("%w: %T cannot half-close", errStreamDone, conn)
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- copyThenCloseWrite(up, client) }()
+	go func() { errs <- copyThenCloseWrite(client, res.Body) }()
+	for range 2 {
+		if err := <-errs; err != nil {
+			conn.Close()
+			up.Close()
+			<-errs
+			return fmt.Errorf("%w: %v", errStreamDone, err)
+		}
+	}
+	return errStreamDone
+}
+
+// halfCloser is a connection whose sending side can be shut down alone.
+type halfCloser interface {
+	io.ReadWriteCloser
+	CloseWrite() error
+}
+
+// copyThenCloseWrite copies src to dst and then shuts down dst's sending
+// side, passing the end of stream on.
+func copyThenCloseWrite(dst halfCloser, src io.Reader) error {
+	if _, err := io.Copy(dst, src); err != nil {
+		return err
+	}
+	return dst.CloseWrite()
+}
+
+func upgradeType(h http.Header) string {
+	for _, v := range h.Values("Connection") {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return h.Get("Upgrade")
+			}
+		}
+	}
+	return ""
+}
+
+// reqState is what the parts of ReverseProxy that see a request need to
+// know about it.
+type reqState struct {
+	w        *auditWriter
+	upstream net.Conn // the upstream connection, for POST requests
+}
+
+type reqStateKey struct{}
+
+// auditWriter records what a response was, for the audit log.
+type auditWriter struct {
+	http.ResponseWriter
+	status  int
+	in, out atomic.Int64 // bytes of the request's body (or of the stream) and of the response's
+	err     error        // why the upstream failed
+}
+
+func (w *auditWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *auditWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.out.Add(int64(n))
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach Flush.
+func (w *auditWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Hijack takes the client's connection over, for a protocol switch. The
+// connection returned counts the bytes for the audit, reads first what
+// the server had read ahead, and can be half-closed.
+func (w *auditWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if w.status == 0 {
+		w.status = http.StatusSwitchingProtocols
+	}
+	hc := &hijackedConn{Conn: c, w: w}
+	if brw.Reader.Buffered() > 0 {
+		hc.ahead = brw.Reader
+	}
+	return hc, brw, nil
+}
+
+// hijackedConn is a client connection taken over from the HTTP server.
+type hijackedConn struct {
+	net.Conn
+	w     *auditWriter
+	ahead *bufio.Reader // bytes the server read ahead, until drained
+}
+
+func (c *hijackedConn) Read(p []byte) (int, error) {
+	var n int
+	var err error
+	if c.ahead != nil {
+		n, err = c.ahead.Read(p[:min(len(p), c.ahead.Buffered())])
+		if c.ahead.Buffered() == 0 {
+			c.ahead = nil
+		}
+	} else {
+		n, err = c.Conn.Read(p)
+	}
+	c.w.in.Add(int64(n))
+	return n, err
+}
+
+func (c *hijackedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.w.out.Add(int64(n))
+	return n, err
+}
+
+// CloseWrite shuts down the sending side towards the client.
+func (c *hijackedConn) CloseWrite() error {
+	if hc, ok := c.Conn.(halfCloser); ok {
+		return hc.CloseWrite()
+	}
+	return fmt.Errorf("%T cannot half-close", c.Conn)
+}
+
+// countingBody counts the bytes of a request body.
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// httpConn is a verified connection served by the HTTP server. Close
+// signals serveConn.
+type httpConn struct {
+	*secnet.SecureConn
+	closeOnce sync.Once
+	done      chan struct{}
+	peerOnce  sync.Once
+	peer      slog.Attr
+}
+
+func (c *httpConn) Close() error {
+	err := c.SecureConn.Close()
+	c.closeOnce.Do(func() { close(c.done) })
+	return err
+}
+
+// peerAttr is the peer's identity for the log, read once per connection.
+func (c *httpConn) peerAttr() slog.Attr {
+	c.peerOnce.Do(func() {
+		p := c.Peer()
+		c.peer = peerAttr(&p)
+	})
+	return c.peer
+}
+
+type httpConnKey struct{}
+
+// withHTTPConn is the server's ConnContext: it makes the verified
+// connection, with the peer's identity, known to every request on it.
+func withHTTPConn(ctx context.Context, c net.Conn) context.Context {
+	if hc, ok := c.(*httpConn); ok {
+		return context.WithValue(ctx, httpConnKey{}, hc)
+	}
+	return ctx
+}
+
+// connQueue is a net.Listener whose connections are handed over by
+// put: the proxy accepts and verifies, the HTTP server serves.
+type connQueue struct {
+	conns     chan net.Conn
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func newConnQueue() *connQueue {
+	return &connQueue{conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// put hands c to the server; it reports false once the queue is closed.
+func (q *connQueue) put(c net.Conn) bool {
+	select {
+	case q.conns <- c:
+		return true
+	case <-q.closed:
+		return false
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.conns:
+		return c, nil
+	case <-q.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.closeOnce.Do(func() { close(q.closed) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return &net.UnixAddr{Net: "unix", Name: "secnet-http"} }
