@@ -24,8 +24,8 @@ func TestRouteDecisions(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		method, target string
-		route, pattern  string // "" for refused
-		refusal         string
+		route, pattern string // "" for refused
+		refusal        string
 	}{
 		{"GET", "/_ping", "read", "GET /_ping", ""},
 		{"HEAD", "/_ping", "read", "GET /_ping", ""}, // GET patterns match HEAD
@@ -36,12 +36,12 @@ func TestRouteDecisions(t *testing.T) {
 		{"POST", "/v1.41/containers/abc/start", "start", "POST /containers/{id}/start", ""},
 		{"POST", "/v1.41/containers/create", "root", "/", ""},
 		{"GET", "/images/local/busybox/json", "read", "GET /images/", ""},
-		{"GET", "/v1/_ping", "read", "GET /_ping", ""},     // one number is a version too
-		{"GET", "/v./_ping", "read", "GET /_ping", ""},     // as Docker's [0-9.]+ reads it
-		{"GET", "/v1.41x/_ping", "root", "/", ""},          // not a whole segment
-		{"GET", "/vx/_ping", "root", "/", ""},              // not a version
-		{"GET", "/v1.41/v1.40/_ping", "root", "/", ""},     // removed once
-		{"GET", "/v1.41", "root", "/", ""},                 // the version alone is /
+		{"GET", "/v1/_ping", "read", "GET /_ping", ""}, // one number is a version too
+		{"GET", "/v./_ping", "read", "GET /_ping", ""}, // as Docker's [0-9.]+ reads it
+		{"GET", "/v1.41x/_ping", "root", "/", ""},      // not a whole segment
+		{"GET", "/vx/_ping", "root", "/", ""},          // not a version
+		{"GET", "/v1.41/v1.40/_ping", "root", "/", ""}, // removed once
+		{"GET", "/v1.41", "root", "/", ""},             // the version alone is /
 		{"GET", "/containers/a%2Fb/json", "", "", "encoded slash"},
 		{"GET", "/containers/a%2fb/json", "", "", "encoded slash"},
 		{"GET", "/v1.41/containers/x/../create", "", "", "not clean"},

@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/secnet/secnet"
+)
+
+// startHTTPProxy serves the HTTP proxy with routes in the test process
+// on a socket every user may connect to (the routes decide), in front
+// of upstream. The returned proc holds the JSON log in its stderr.
+func startHTTPProxy(t *testing.T, routes []httpRoute, prefix, upstream string) (*proc, string) {
+	t.Helper()
+	rs, err := newRouteSet(routes, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(sockDir(t), "h.sock")
+	lc := secnet.ListenConfig{Mode: 0o666}
+	ln, err := lc.Listen(context.Background(), "unix", sock, secnet.Anyone())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{done: make(chan struct{})}
+	log := slog.New(slog.NewJSONHandler(&p.stderr, nil))
+	h := newHTTPProxy(rs, func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", upstream)
+	}, log)
+	go func() {
+		for {
+			c, err := ln.AcceptSecure()
+			if err != nil {
+				return
+			}
+			go h.serveConn(c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		h.shutdown()
+		if t.Failed() {
+			t.Logf("proxy log:\n%s", p.stderr.String())
+		}
+	})
+	return p, sock
+}
+
+// routesUpstream is an HTTP server on a Unix socket with the kinds of
+// endpoint the Docker API has: plain, request bodies, streams flushed as
+// they come (each line waits for gate), and connections taken over with
+// 101 (Upgrade: tcp) or 200 (Docker's raw stream) that read the client's
+// stream to its end, then answer with what they read and close.
+func routesUpstream(t *testing.T) (path string, gate chan struct{}) {
+	t.Helper()
+	path = filepath.Join(sockDir(t), "up.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate = make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from upstream\n") })
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	})
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		for _, line := range []string{"one\n", "two\n"} {
+			io.WriteString(w, line)
+			w.(http.Flusher).Flush()
+			select {
+			case <-gate:
+			case <-time.After(20 * time.Second):
+				return
+			}
+		}
+	})
+	mux.HandleFunc("POST /attach", func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if upgradeType(r.Header) == "tcp" {
+			brw.WriteString("HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+		} else {
+			brw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream\r\n\r\n")
+		}
+		brw.WriteString("ready\n")
+		brw.Flush()
+		in, _ := io.ReadAll(brw) // to the client's half-close
+		fmt.Fprintf(c, "got %d bytes: %s", len(in), in)
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return path, gate
+}
+
+func unixClient(sock string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}, Timeout: 20 * time.Second}
+}
+
+func testRoutes() []httpRoute {
+	return []httpRoute{
+		{Name: "read", Match: []string{"GET /hello", "GET /stream"}},
+		{Name: "root", Match: []string{"/"}, Rules: []secnet.Rule{secnet.UID(0)}},
+	}
+}
+
+// TestHTTPProxyRoutesPerPeer: one proxy, two users; the route decides
+// per request, also on a kept-alive connection, and a refusal is a 403
+// with a JSON message that names the route and the failed rule.
+func TestHTTPProxyRoutesPerPeer(t *testing.T) {
+	requireRoot(t)
+	up, _ := routesUpstream(t)
+	p, sock := startHTTPProxy(t, testRoutes(), "", up)
+	other := &syscall.Credential{Uid: 1, Gid: 1}
+
+	// root: everything.
+	if out, st := curl(t, sock, "http://x/hello", nil); st != 0 || out != "hello from upstream\n" {
+		t.Fatalf("root GET /hello: %q, status %d", out, st)
+	}
+	if out, st := curl(t, sock, "http://x/echo", nil, "--data-binary", "body"); st != 0 || out != "body" {
+		t.Fatalf("root POST /echo: %q, status %d", out, st)
+	}
+	// uid 1: POST /echo, then GET /hello on the same connection.
+	const code = "%{http_code} %{num_connects}\n"
+	out, st := curl(t, sock, "http://x/hello", other, "-w", code, "--data-binary", "body", "http://x/echo",
+		"--next", "-sS", "--unix-socket", sock, "-w", code)
+	if st != 0 {
+		t.Fatalf("curl as uid 1: status %d, %q", st, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || lines[1] != "403 1" || lines[2] != "hello from upstream" || lines[3] != "200 0" {
+		t.Fatalf("uid 1 POST /echo, GET /hello on one connection: %q", out)
+	}
+	var refusal struct{ Message string }
+	if err := json.Unmarshal([]byte(lines[0]), &refusal); err != nil {
+		t.Fatalf("refusal body %q: %v", lines[0], err)
+	}
+	for _, want := range []string{`POST "/echo" is refused`, `route "root" (pattern "/")`, "uid=1", "uid: peer uid 1 is not 0"} {
+		if !strings.Contains(refusal.Message, want) {
+			t.Errorf("refusal message %q does not say %q", refusal.Message, want)
+		}
+	}
+	// The audit: one line per request.
+	recs := p.logs("request")
+	if len(recs) != 4 {
+		t.Fatalf("%d request records, want 4", len(recs))
+	}
+	refused, allowed := recs[2], recs[3]
+	if allowed["decision"] != "allowed" || allowed["route"] != "read" || allowed["pattern"] != "GET /hello" || allowed["status"] != float64(200) ||
+		allowed["bytes_out"] != float64(len("hello from upstream\n")) || allowed.peer()["uid"] != float64(1) {
+		t.Errorf("audit of uid 1 GET /hello: %v", allowed)
+	}
+	if refused["decision"] != "refused" || refused["route"] != "root" || refused["status"] != float64(403) || refused["method"] != "POST" ||
+		refused["path"] != "/echo" || !strings.Contains(refused["reason"].(string), "uid: peer uid 1 is not 0") ||
+		refused.peer()["pid"] != allowed.peer()["pid"] {
+		t.Errorf("audit of uid 1 POST /echo: %v", refused)
+	}
+	if recs[1]["bytes_in"] != float64(4) || recs[1]["bytes_out"] != float64(4) {
+		t.Errorf("audit of root POST /echo: %v, want 4 bytes each way", recs[1])
+	}
+}
+
+func TestHTTPProxyNoRoute(t *testing.T) {
+	up, _ := routesUpstream(t)
+	p, sock := startHTTPProxy(t, testRoutes()[:1], "", up)
+	res, err := unixClient(sock).Post("http://x/echo", "text/plain", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 403 || res.Header.Get("Content-Type") != "application/json" ||
+		!strings.Contains(string(b), `"message":"secnet: POST \"/echo\" is refused: no route matches POST \"/echo\""`) {
+		t.Fatalf("POST /echo with no route: %d %q", res.StatusCode, b)
+	}
+	rec := p.waitLog(t, "request", 1)
+	if rec["decision"] != "refused" || rec["route"] != "" {
+		t.Errorf("audit: %v", rec)
+	}
+}
+
+// TestHTTPProxyStreams: a streamed response reaches the client line by
+// line, before the upstream writes the next one.
+func TestHTTPProxyStreams(t *testing.T) {
+	up, gate := routesUpstream(t)
+	_, sock := startHTTPProxy(t, testRoutes(), "", up)
+	res, err := unixClient(sock).Get("http://x/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	r := bufio.NewReader(res.Body)
+	for _, want := range []string{"one\n", "two\n"} {
+		line, err := r.ReadString('\n') // the upstream waits for gate after each line
+		if err != nil || line != want {
+			t.Fatalf("stream: %q, %v; want %q", line, err, want)
+		}
+		gate <- struct{}{}
+	}
+}
+
+// TestHTTPProxyTakeover: connections the upstream takes over, with 101
+// (Upgrade: tcp) and with Docker's 200 raw stream, carry the client's
+// stream to its half-close, and the answer the upstream writes after it.
+// The client writes its stream right behind the request, before the
+// response, so that the proxy must pass on what its server read ahead.
+func TestHTTPProxyTakeover(t *testing.T) {
+	up, _ := routesUpstream(t)
+	p, sock := startHTTPProxy(t, testRoutes(), "", up)
+	stdin := make([]byte, 1<<20)
+	rand.Read(stdin)
+	for i, tc := range []struct{ name, header, status string }{
+		{"upgrade", "Connection: Upgrade\r\nUpgrade: tcp\r\n", "101"},
+		{"raw-stream", "", "200"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, sock)
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			go func() {
+				c.Write([]byte("POST /attach HTTP/1.1\r\nHost: x\r\n" + tc.header + "\r\n"))
+				c.Write(stdin)
+				c.CloseWrite()
+			}()
+			br := bufio.NewReader(c)
+			res, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(res.Status, tc.status) || res.Header.Get("Content-Type") != "application/vnd.docker.raw-stream" {
+				t.Fatalf("response %q %v", res.Status, res.Header)
+			}
+			rest, err := io.ReadAll(br) // the proxy passes the upstream's close on
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := append([]byte(fmt.Sprintf("ready\ngot %d bytes: ", len(stdin))), stdin...)
+			if !bytes.Equal(rest, want) {
+				t.Fatalf("got %d bytes back (%.40q), want %d", len(rest), rest, len(want))
+			}
+			rec := p.waitLog(t, "request", i+1)
+			if rec["decision"] != "allowed" || rec["status"].(float64) != map[string]float64{"101": 101, "200": 200}[tc.status] ||
+				rec["bytes_in"] != float64(len(stdin)) || rec["bytes_out"].(float64) < float64(len(want)) {
+				t.Errorf("audit: %v", rec)
+			}
+		})
+	}
+}
+
+func TestHTTPProxyBodiesAndUpstreamDown(t *testing.T) {
+	up, _ := routesUpstream(t)
+	routes := []httpRoute{{Name: "all", Match: []string{"/"}}}
+	_, sock := startHTTPProxy(t, routes, "", up)
+	body := make([]byte, 8<<20)
+	rand.Read(body)
+	// Chunked, as docker cp and docker build send their archives.
+	res, err := unixClient(sock).Post("http://x/echo", "application/x-tar", io.MultiReader(bytes.NewReader(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !bytes.Equal(got, body) {
+		t.Fatalf("echo: %d bytes, want %d", len(got), len(body))
+	}
+
+	_, sock = startHTTPProxy(t, routes, "", filepath.Join(sockDir(t), "absent.sock"))
+	res, err = unixClient(sock).Get("http://x/hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), `"message":"secnet: the upstream failed: `) {
+		t.Fatalf("upstream down: %d %q", res.StatusCode, b)
+	}
+}
