@@ -24,15 +24,18 @@ import (
 // startHTTPProxy serves the HTTP proxy with routes in the test process
 // on a socket every user may connect to (the routes decide), in front
 // of upstream. The returned proc holds the JSON log in its stderr.
-func startHTTPProxy(t *testing.T, routes []httpRoute, prefix, upstream string) (*proc, string) {
+func startHTTPProxy(t *testing.T, routes []httpRoute, prefix, upstream string, rules ...secnet.Rule) (*proc, string) {
 	t.Helper()
+	if rules == nil {
+		rules = []secnet.Rule{secnet.Anyone()}
+	}
 	rs, err := newRouteSet(routes, prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(sockDir(t), "h.sock")
 	lc := secnet.ListenConfig{Mode: 0o666}
-	ln, err := lc.Listen(context.Background(), "unix", sock, secnet.Anyone())
+	ln, err := lc.Listen(context.Background(), "unix", sock, rules...)
 	if err != nil {
 		t.Fatal(err)
 	}
