@@ -30,7 +30,7 @@ type dockerd struct {
 // (docker.io), without networking, and stops it by its pid when the test
 // ends. The test is skipped, with the reason, where dockerd is missing or
 // cannot start.
-func startDockerd(t *testing.T) *dockerd {
+func startDockerd(t testing.TB) *dockerd {
 	t.Helper()
 	requireRoot(t)
 	bin, err := exec.LookPath("dockerd")
@@ -74,7 +74,7 @@ func lastLines(s string, n int) string {
 
 // start runs dockerd with the storage driver and waits until it answers;
 // it reports false if dockerd exits or does not answer in time.
-func (d *dockerd) start(t *testing.T, bin, driver string) bool {
+func (d *dockerd) start(t testing.TB, bin, driver string) bool {
 	t.Helper()
 	logf, err := os.Create(filepath.Join(d.dir, "dockerd.log"))
 	if err != nil {
@@ -109,7 +109,7 @@ func (d *dockerd) start(t *testing.T, bin, driver string) bool {
 
 // stop ends dockerd by its pid (SIGTERM, then SIGKILL after 20s) and
 // removes its files, unmounting what it left mounted.
-func (d *dockerd) stop(t *testing.T) {
+func (d *dockerd) stop(t testing.TB) {
 	if d.cmd != nil && d.cmd.Process != nil {
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
@@ -142,7 +142,7 @@ func (d *dockerd) stop(t *testing.T) {
 // docker runs the docker CLI against the socket sock as cred (nil: the
 // test's user) with stdin, and returns its output (stdout and stderr).
 // The CLI is killed after a minute: docker attach ignores SIGTERM.
-func (d *dockerd) docker(t *testing.T, sock string, cred *syscall.Credential, stdin string, args ...string) (string, error) {
+func (d *dockerd) docker(t testing.TB, sock string, cred *syscall.Credential, stdin string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -174,7 +174,7 @@ func (d *dockerd) docker(t *testing.T, sock string, cred *syscall.Credential, st
 // importBusybox makes the image local/busybox from the host's static
 // busybox (Debian's busybox-static), with a link per applet: no registry
 // is needed.
-func (d *dockerd) importBusybox(t *testing.T) {
+func (d *dockerd) importBusybox(t testing.TB) {
 	t.Helper()
 	const bb = "/bin/busybox"
 	f, err := elf.Open(bb)
@@ -219,7 +219,7 @@ func (d *dockerd) importBusybox(t *testing.T) {
 
 // dockerGroup returns the id of the group docker, which the Debian
 // package creates.
-func dockerGroup(t *testing.T) int {
+func dockerGroup(t testing.TB) int {
 	t.Helper()
 	g, err := user.LookupGroup("docker")
 	if err != nil {
@@ -348,7 +348,7 @@ func TestDockerThroughProxy(t *testing.T) {
 
 // dockerProxy: for now the proxy in the test process, with the routes
 // of contrib/policies/docker.toml.
-func dockerProxy(t *testing.T, upstream string) string {
+func dockerProxy(t testing.TB, upstream string) string {
 	gate := secnet.AnyOf(secnet.UID(0), secnet.Group("docker"))
 	read := []string{"GET /_ping", "GET /version", "GET /info", "GET /events",
 		"GET /containers/json", "GET /containers/{id}/json", "GET /containers/{a}/{b}/json", "GET /containers/{a}/{b}/{c}/json",

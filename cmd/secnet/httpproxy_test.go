@@ -24,7 +24,7 @@ import (
 // startHTTPProxy serves the HTTP proxy with routes in the test process
 // on a socket every user may connect to (the routes decide), in front
 // of upstream. The returned proc holds the JSON log in its stderr.
-func startHTTPProxy(t *testing.T, routes []httpRoute, prefix, upstream string, rules ...secnet.Rule) (*proc, string) {
+func startHTTPProxy(t testing.TB, routes []httpRoute, prefix, upstream string, rules ...secnet.Rule) (*proc, string) {
 	t.Helper()
 	if rules == nil {
 		rules = []secnet.Rule{secnet.Anyone()}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+)
+
+// BenchmarkDockerAPI measures requests per second of GET /_ping and GET
+// /containers/json against a real dockerd, directly and through the HTTP
+// proxy with contrib/policies/docker.toml, over kept-alive connections:
+// one client, and eight at once. It needs root and dockerd (see
+// TestDockerThroughProxy).
+//
+//	go test -run '^$' -bench DockerAPI ./cmd/secnet
+func BenchmarkDockerAPI(b *testing.B) {
+	d := startDockerd(b)
+	proxied := dockerProxy(b, d.sock)
+	for _, path := range []string{"/_ping", "/v1.41/containers/json"} {
+		for _, via := range []string{"direct", "proxy"} {
+			sock := d.sock
+			if via == "proxy" {
+				sock = proxied
+			}
+			client := &http.Client{Transport: &http.Transport{
+				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+					var d net.Dialer
+					return d.DialContext(ctx, "unix", sock)
+				},
+				MaxIdleConnsPerHost: 64,
+			}}
+			get := func(b *testing.B) {
+				res, err := client.Get("http://docker" + path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode != http.StatusOK {
+					b.Fatalf("GET %s: %s", path, res.Status)
+				}
+			}
+			b.Run(path[1:]+"/"+via+"/1", func(b *testing.B) {
+				for range b.N {
+					get(b)
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+			})
+			b.Run(path[1:]+"/"+via+"/8", func(b *testing.B) {
+				b.SetParallelism(4) // 8 clients on 2 cores
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						get(b)
+					}
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+			})
+		}
+	}
+}
