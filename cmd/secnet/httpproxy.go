@@ -11,7 +11,6 @@ import (
 	"mime"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/http/httputil"
 	"strings"
 	"sync"
@@ -28,6 +27,7 @@ import (
 // route that decided and the outcome.
 type httpProxy struct {
 	routes *routeSet
+	dial   func(ctx context.Context) (net.Conn, error) // to the upstream
 	log    *slog.Logger
 	rp     *httputil.ReverseProxy
 	srv    *http.Server
@@ -47,20 +47,14 @@ const (
 // over connections from dial. It serves the connections passed to
 // serveConn until shutdown.
 func newHTTPProxy(routes *routeSet, dial func(ctx context.Context) (net.Conn, error), log *slog.Logger) *httpProxy {
-	h := &httpProxy{routes: routes, log: log, queue: newConnQueue(), served: make(chan struct{})}
+	h := &httpProxy{routes: routes, dial: dial, log: log, queue: newConnQueue(), served: make(chan struct{})}
 	h.rp = &httputil.ReverseProxy{
 		Director: func(r *http.Request) {
 			// The path, query and Host header are the client's, unchanged.
 			r.URL.Scheme = "http"
 			r.URL.Host = "upstream"
 		},
-		Transport: &http.Transport{
-			DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
-			DisableCompression:  true, // pass bodies through as they are
-			MaxIdleConns:        64,
-			MaxIdleConnsPerHost: 64,
-			IdleConnTimeout:     90 * time.Second,
-		},
+		Transport:      linkTransport{},
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.upstreamError,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -85,6 +79,7 @@ func newHTTPProxy(routes *routeSet, dial func(ctx context.Context) (net.Conn, er
 // closing c.
 func (h *httpProxy) serveConn(c *secnet.SecureConn) {
 	hc := &httpConn{SecureConn: c, done: make(chan struct{})}
+	hc.up.dial = h.dial
 	if !h.queue.put(hc) {
 		c.Close()
 		return
@@ -128,16 +123,8 @@ func (h *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength != 0 {
 			r.Body = &countingBody{ReadCloser: r.Body, n: &aw.in}
 		}
-		st := &reqState{w: aw}
-		ctx := context.WithValue(r.Context(), reqStateKey{}, st)
-		if r.Method == http.MethodPost && upgradeType(r.Header) == "" {
-			// The upstream may take the connection over with a 200
-			// response (see modifyResponse): note which one it is.
-			ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-				GotConn: func(i httptrace.GotConnInfo) { st.upstream = i.Conn },
-			})
-		}
-		h.rp.ServeHTTP(aw, r.WithContext(ctx))
+		st := &reqState{w: aw, link: &c.up, upgrade: upgradeType(r.Header) != ""}
+		h.rp.ServeHTTP(aw, r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st)))
 	}
 	h.audit(r, c, aw, route, pattern, why, start)
 }
@@ -226,7 +213,7 @@ var errStreamDone = errors.New("stream ended")
 // does the same.)
 func (h *httpProxy) modifyResponse(res *http.Response) error {
 	st, _ := res.Request.Context().Value(reqStateKey{}).(*reqState)
-	if st == nil || st.upstream == nil || res.StatusCode != http.StatusOK || res.ContentLength != -1 {
+	if st == nil || st.upgrade || st.upstream == nil || res.StatusCode != http.StatusOK || res.ContentLength != -1 {
 		return nil
 	}
 	ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
@@ -299,7 +286,9 @@ func upgradeType(h http.Header) string {
 // know about it.
 type reqState struct {
 	w        *auditWriter
-	upstream net.Conn // the upstream connection, for POST requests
+	link     *upstreamLink // of the client's connection
+	upstream net.Conn      // the connection the request went over
+	upgrade  bool          // the client asked for a protocol switch
 }
 
 type reqStateKey struct{}
@@ -401,6 +390,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 // signals serveConn.
 type httpConn struct {
 	*secnet.SecureConn
+	up        upstreamLink
 	closeOnce sync.Once
 	done      chan struct{}
 	peerOnce  sync.Once
@@ -409,7 +399,10 @@ type httpConn struct {
 
 func (c *httpConn) Close() error {
 	err := c.SecureConn.Close()
-	c.closeOnce.Do(func() { close(c.done) })
+	c.closeOnce.Do(func() {
+		c.up.drop(true)
+		close(c.done)
+	})
 	return err
 }
 
