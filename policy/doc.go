@@ -83,6 +83,36 @@
 // table; a policy without rules. An empty policy never lets everyone in:
 // a socket open to every local process says so with anyone = true.
 //
+// # Routes
+//
+// [[route]] tables make secnet proxy an HTTP proxy that decides each
+// request (docs/docker.md). Each has a name, a match (patterns in the
+// syntax of http.ServeMux, without a host: "GET /containers/{id}/json",
+// "/") and, optionally, rule keys that a client must pass to use it; a
+// route without them lets in every client that passed the [[rule]]
+// tables. The most specific pattern that matches a request decides, as in
+// a ServeMux; a request no pattern matches is refused. An [http] table
+// sets version_prefix = "/v{version}", a prefix removed from paths before
+// they are matched (Docker's /v1.41/...):
+//
+//	[http]
+//	version_prefix = "/v{version}"
+//
+//	[[route]]
+//	name = "look"
+//	match = ["GET /containers/json", "GET /containers/{id}/json"]
+//	group = "docker"
+//
+//	[[route]]
+//	name = "root"
+//	match = ["/"]
+//	uid = 0
+//
+// Conflicting patterns (two that match the same requests with neither more
+// specific), patterns with a host, a route without a name or a match, two
+// routes of one name and [http] without routes are errors with file:line.
+// Policy.Router returns the Router that decides requests.
+//
 // # Growing the format
 //
 // A rule key is one entry of ruleKinds (rules.go). A new top-level table

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -16,7 +15,13 @@ import (
 // Policy is a policy file, decoded. A Policy is immutable and safe for
 // concurrent use.
 type Policy struct {
-	rules []secnet.Rule
+	rules  []secnet.Rule
+	router *Router // of the [[route]] tables, or nil
+
+	// While decoding: the [[route]] tables and the [http] table.
+	routeTables   []routeTable
+	versionPrefix string
+	httpTable     *value
 	// A new part of the format adds its field here (e.g. the routes of
 	// an HTTP proxy) and its top-level key to sections.
 }
@@ -26,7 +31,9 @@ type Policy struct {
 // [[route]] or a key such as a secret's file, add an entry here and a
 // field to Policy; a key that is not in this map is an error.
 var sections = map[string]func(pol *Policy, v value) error{
-	"rule": decodeRules,
+	"rule":  decodeRules,
+	"route": decodeRoutes,
+	"http":  decodeHTTP,
 }
 
 // Rules returns the policy's rules, in the order of the file; a peer passes
@@ -160,6 +167,9 @@ func parse(r io.Reader) (*Policy, error) {
 			return nil, err
 		}
 	}
+	if err := pol.buildRouter(); err != nil {
+		return nil, err
+	}
 	if len(pol.rules) == 0 {
 		return nil, &Error{Line: 1, Key: "rule", Err: errors.New(
 			"the policy has no rules; to let every local process in, say so: [[rule]] anyone = true")}
@@ -167,13 +177,9 @@ func parse(r io.Reader) (*Policy, error) {
 	return pol, nil
 }
 
+// sectionNames describes the keys of sections, for errors.
 func sectionNames() string {
-	names := make([]string, 0, len(sections))
-	for k := range sections {
-		names = append(names, "[["+k+"]] tables")
-	}
-	sort.Strings(names)
-	return strings.Join(names, ", ")
+	return "[[rule]] tables, [[route]] tables and an [http] table"
 }
 
 // decodeRules decodes the [[rule]] tables.

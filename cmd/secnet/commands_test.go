@@ -61,7 +61,8 @@ func TestCheckPolicyFiles(t *testing.T) {
 var docPolicyStandIns = strings.NewReplacer(`"docker"`, `"root"`, `"/usr/bin/docker"`, `"/bin/sh"`)
 
 // TestCheckDocPolicies runs secnet check on the example policies of
-// docs/policies (a Docker socket, a systemd service): each is valid, or,
+// docs/policies (a Docker socket, a systemd service) and contrib/policies
+// (the Docker socket guard with routes): each is valid, or,
 // on a machine without the group or program it names, valid once they are
 // replaced by stand-ins.
 func TestCheckDocPolicies(t *testing.T) {
@@ -69,6 +70,12 @@ func TestCheckDocPolicies(t *testing.T) {
 	if len(names) < 2 {
 		t.Fatalf("docs/policies holds %d policies, want the Docker and systemd examples", len(names))
 	}
+	// The policies shipped in contrib/policies (the Docker socket guard).
+	contrib, _ := filepath.Glob("../../contrib/policies/*.toml")
+	if len(contrib) == 0 {
+		t.Fatal("contrib/policies holds no policies")
+	}
+	names = append(names, contrib...)
 	for _, name := range names {
 		t.Run(filepath.Base(name), func(t *testing.T) {
 			stdout, stderr, status := runSecnet(t, "check", "--policy", name)

@@ -5,6 +5,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -17,7 +20,7 @@ import (
 //	go test -run '^$' -bench DockerAPI ./cmd/secnet
 func BenchmarkDockerAPI(b *testing.B) {
 	d := startDockerd(b)
-	proxied := dockerProxy(b, d.sock)
+	proxied := benchDockerProxy(b, d.sock)
 	for _, path := range []string{"/_ping", "/v1.41/containers/json"} {
 		for _, via := range []string{"direct", "proxy"} {
 			sock := d.sock
@@ -59,4 +62,25 @@ func BenchmarkDockerAPI(b *testing.B) {
 			})
 		}
 	}
+}
+
+// benchDockerProxy runs secnet proxy with contrib/policies/docker.toml in
+// front of upstream, logging every request (the audit is part of the
+// cost) to a file.
+func benchDockerProxy(b *testing.B, upstream string) string {
+	listen := filepath.Join(sockDir(b), "p.sock")
+	logf, err := os.Create(filepath.Join(b.TempDir(), "proxy.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(secnetBin, "proxy", "--listen", listen, "--upstream", upstream,
+		"--policy", "../../contrib/policies/docker.toml", "--log-format", "json")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() })
+	waitForFile(b, listen, func() bool { return cmd.ProcessState == nil })
+	return listen
 }

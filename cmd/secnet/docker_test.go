@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/secnet/secnet"
 )
 
 // dockerd is a Docker daemon started for a test on private paths.
@@ -24,6 +22,7 @@ type dockerd struct {
 	sock string
 	cli  string // the docker CLI
 	cmd  *exec.Cmd
+	done chan struct{} // closed when dockerd has exited
 }
 
 // startDockerd starts dockerd as the Debian package installs it
@@ -90,12 +89,12 @@ func (d *dockerd) start(t testing.TB, bin, driver string) bool {
 		t.Logf("dockerd: %v", err)
 		return false
 	}
-	exited := make(chan struct{})
-	go func() { d.cmd.Wait(); close(exited) }()
+	d.done = make(chan struct{})
+	go func() { d.cmd.Wait(); close(d.done) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
-		case <-exited:
+		case <-d.done:
 			return false
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -110,21 +109,14 @@ func (d *dockerd) start(t testing.TB, bin, driver string) bool {
 // stop ends dockerd by its pid (SIGTERM, then SIGKILL after 20s) and
 // removes its files, unmounting what it left mounted.
 func (d *dockerd) stop(t testing.TB) {
-	if d.cmd != nil && d.cmd.Process != nil {
+	if d.done != nil {
 		d.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() {
-			for d.cmd.ProcessState == nil && syscall.Kill(d.cmd.Process.Pid, 0) == nil {
-				time.Sleep(50 * time.Millisecond)
-			}
-			close(done)
-		}()
 		select {
-		case <-done:
+		case <-d.done:
 		case <-time.After(20 * time.Second):
 			t.Logf("dockerd ignored SIGTERM for 20s; killing it")
 			d.cmd.Process.Kill()
-			<-done
+			<-d.done
 		}
 	}
 	if mounts, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
@@ -237,7 +229,7 @@ func TestDockerThroughProxy(t *testing.T) {
 	d := startDockerd(t)
 	gid := dockerGroup(t)
 	d.importBusybox(t)
-	sock := dockerProxy(t, d.sock)
+	sock, proxy := dockerProxy(t, d.sock)
 
 	root := func(stdin string, args ...string) string {
 		t.Helper()
@@ -339,27 +331,44 @@ func TestDockerThroughProxy(t *testing.T) {
 				t.Errorf("as uid 4243: docker %s: %v, %q; want nothing from the daemon", strings.Join(args, " "), err, out)
 			}
 		}
+		if rec := proxy.waitLog(t, "rejected", 1); rec.peer()["uid"] != float64(4243) {
+			t.Errorf("rejection: %v, want uid 4243", rec)
+		}
 	})
+	// The audit: a line per request, with who and which route.
+	var create, refused logRecord
+	for _, rec := range proxy.logs("request") {
+		if rec["method"] == "POST" && rec["path"] == "/v1.41/containers/create" {
+			if rec["decision"] == "allowed" && create == nil {
+				create = rec
+			}
+			if rec["decision"] == "refused" && refused == nil {
+				refused = rec
+			}
+		}
+	}
+	if create == nil || create.peer()["uid"] != float64(0) || create["route"] != "root" || create["status"] != float64(201) {
+		t.Errorf("audit of root's POST /containers/create: %v", create)
+	}
+	if refused == nil || refused.peer()["uid"] != float64(4242) || refused["route"] != "root" || refused["status"] != float64(403) ||
+		!strings.Contains(refused["reason"].(string), "uid: peer uid 4242 is not 0") {
+		t.Errorf("audit of the member's POST /containers/create: %v", refused)
+	}
 	root("", "rm", "-f", "sn1", "sn2")
 	if t.Failed() {
 		t.Logf("dockerd log:\n%s", lastLines(d.log(), 30))
 	}
 }
 
-// dockerProxy: for now the proxy in the test process, with the routes
-// of contrib/policies/docker.toml.
-func dockerProxy(t testing.TB, upstream string) string {
-	gate := secnet.AnyOf(secnet.UID(0), secnet.Group("docker"))
-	read := []string{"GET /_ping", "GET /version", "GET /info", "GET /events",
-		"GET /containers/json", "GET /containers/{id}/json", "GET /containers/{a}/{b}/json", "GET /containers/{a}/{b}/{c}/json",
-		"GET /containers/{id}/logs", "GET /containers/{id}/top", "GET /containers/{id}/stats",
-		"GET /images/json", "GET /images/{name}/json", "GET /images/{a}/{b}/json", "GET /images/{a}/{b}/{c}/json",
-		"GET /images/{name}/history", "GET /images/{a}/{b}/history", "GET /images/{a}/{b}/{c}/history",
-		"GET /networks", "GET /networks/{id}", "GET /volumes", "GET /volumes/{name}"}
-	routes := []httpRoute{
-		{Name: "look", Match: read, Rules: []secnet.Rule{gate}},
-		{Name: "root", Match: []string{"/"}, Rules: []secnet.Rule{secnet.UID(0)}},
+// dockerProxy runs secnet proxy with contrib/policies/docker.toml in
+// front of upstream, on a socket every user may connect to (the policy
+// decides), and returns the socket and the proxy.
+func dockerProxy(t testing.TB, upstream string) (string, *proc) {
+	t.Helper()
+	pol, err := os.ReadFile("../../contrib/policies/docker.toml")
+	if err != nil {
+		t.Fatal(err)
 	}
-	_, sock := startHTTPProxy(t, routes, "/v{version}", upstream, gate)
-	return sock
+	p, sock := startProxy(t, upstream, string(pol), "--mode", "0666")
+	return sock, p
 }

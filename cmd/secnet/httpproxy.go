@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/secnet/secnet"
+	"github.com/secnet/secnet/policy"
 )
 
 // httpProxy serves HTTP/1.1 on verified connections and forwards each
@@ -26,7 +27,7 @@ import (
 // each request of a kept-alive connection, and logged with the peer, the
 // route that decided and the outcome.
 type httpProxy struct {
-	routes *routeSet
+	router func() *policy.Router                       // of the policy in force
 	dial   func(ctx context.Context) (net.Conn, error) // to the upstream
 	log    *slog.Logger
 	rp     *httputil.ReverseProxy
@@ -43,11 +44,12 @@ const (
 	idleTimeout       = 5 * time.Minute
 )
 
-// newHTTPProxy returns a proxy that forwards the requests routes allow
-// over connections from dial. It serves the connections passed to
-// serveConn until shutdown.
-func newHTTPProxy(routes *routeSet, dial func(ctx context.Context) (net.Conn, error), log *slog.Logger) *httpProxy {
-	h := &httpProxy{routes: routes, dial: dial, log: log, queue: newConnQueue(), served: make(chan struct{})}
+// newHTTPProxy returns a proxy that forwards the requests the routes of
+// router() allow over connections from dial; router is called for each
+// request, so that a reloaded policy applies from the next request on.
+// It serves the connections passed to serveConn until shutdown.
+func newHTTPProxy(router func() *policy.Router, dial func(ctx context.Context) (net.Conn, error), log *slog.Logger) *httpProxy {
+	h := &httpProxy{router: router, dial: dial, log: log, queue: newConnQueue(), served: make(chan struct{})}
 	h.rp = &httputil.ReverseProxy{
 		Director: func(r *http.Request) {
 			// The path, query and Host header are the client's, unchanged.
@@ -105,16 +107,19 @@ func (h *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		route, pattern string
 		why            string
 	)
-	m, ref := h.routes.decide(r)
+	rt := h.router()
 	switch {
 	case c == nil: // not served by serveConn: cannot happen
 		why = "the client's identity is unknown"
-	case m == nil:
-		why = string(ref)
+	case rt == nil:
+		why = "the policy in force has no routes"
 	default:
-		route, pattern = m.route.Name, m.pattern
-		if err := m.route.check(c.SecureConn); err != nil {
-			why = fmt.Sprintf("route %q (pattern %q) refuses this client: %s", route, pattern, err)
+		var m *policy.Route
+		if m, pattern, why = rt.Decide(r); m != nil {
+			route = m.Name
+			if err := checkRoute(m, c.SecureConn); err != nil {
+				why = fmt.Sprintf("route %q (pattern %q) refuses this client: %s", route, pattern, err)
+			}
 		}
 	}
 	if why != "" {
@@ -162,9 +167,9 @@ func (h *httpProxy) audit(r *http.Request, c *httpConn, aw *auditWriter, route, 
 	h.log.LogAttrs(r.Context(), level, "request", attrs...)
 }
 
-// check applies the route's rules to the connection's peer, reading what
-// they need that the listener did not.
-func (r *httpRoute) check(c *secnet.SecureConn) error {
+// checkRoute applies the route's rules to the connection's peer, reading
+// what they need that the listener did not.
+func checkRoute(r *policy.Route, c *secnet.SecureConn) error {
 	if len(r.Rules) == 0 {
 		return nil
 	}
@@ -463,3 +468,15 @@ func (q *connQueue) Close() error {
 }
 
 func (q *connQueue) Addr() net.Addr { return &net.UnixAddr{Net: "unix", Name: "secnet-http"} }
+
+// routeNames lists the routes of rt for the log, or nil.
+func routeNames(rt *policy.Router) []string {
+	if rt == nil {
+		return nil
+	}
+	var names []string
+	for _, r := range rt.Routes() {
+		names = append(names, r.Name)
+	}
+	return names
+}

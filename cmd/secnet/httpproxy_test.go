@@ -19,17 +19,18 @@ import (
 	"time"
 
 	"github.com/secnet/secnet"
+	"github.com/secnet/secnet/policy"
 )
 
 // startHTTPProxy serves the HTTP proxy with routes in the test process
 // on a socket every user may connect to (the routes decide), in front
 // of upstream. The returned proc holds the JSON log in its stderr.
-func startHTTPProxy(t testing.TB, routes []httpRoute, prefix, upstream string, rules ...secnet.Rule) (*proc, string) {
+func startHTTPProxy(t testing.TB, routes []policy.Route, prefix, upstream string, rules ...secnet.Rule) (*proc, string) {
 	t.Helper()
 	if rules == nil {
 		rules = []secnet.Rule{secnet.Anyone()}
 	}
-	rs, err := newRouteSet(routes, prefix)
+	rt, err := policy.NewRouter(routes, prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func startHTTPProxy(t testing.TB, routes []httpRoute, prefix, upstream string, r
 	}
 	p := &proc{done: make(chan struct{})}
 	log := slog.New(slog.NewJSONHandler(&p.stderr, nil))
-	h := newHTTPProxy(rs, func(ctx context.Context) (net.Conn, error) {
+	h := newHTTPProxy(func() *policy.Router { return rt }, func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", upstream)
 	}, log)
@@ -125,8 +126,8 @@ func unixClient(sock string) *http.Client {
 	}, Timeout: 20 * time.Second}
 }
 
-func testRoutes() []httpRoute {
-	return []httpRoute{
+func testRoutes() []policy.Route {
+	return []policy.Route{
 		{Name: "read", Match: []string{"GET /hello", "GET /stream"}},
 		{Name: "root", Match: []string{"/"}, Rules: []secnet.Rule{secnet.UID(0)}},
 	}
@@ -277,7 +278,7 @@ func TestHTTPProxyTakeover(t *testing.T) {
 
 func TestHTTPProxyBodiesAndUpstreamDown(t *testing.T) {
 	up, _ := routesUpstream(t)
-	routes := []httpRoute{{Name: "all", Match: []string{"/"}}}
+	routes := []policy.Route{{Name: "all", Match: []string{"/"}}}
 	_, sock := startHTTPProxy(t, routes, "", up)
 	body := make([]byte, 8<<20)
 	rand.Read(body)

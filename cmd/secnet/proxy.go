@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/secnet/secnet"
+	"github.com/secnet/secnet/policy"
 )
 
 const proxyUsage = `secnet proxy --listen PATH --upstream PATH --policy FILE [options]
@@ -25,6 +26,15 @@ socket, copying both ways (with half-close, so request/response protocols
 and streams both work). Peers that fail the policy are disconnected. Every
 decision is logged with the peer's identity and, for a rejection, the
 failing rules.
+
+A policy with [[route]] tables makes the proxy an HTTP/1.1 reverse proxy
+that decides each request: the most specific route pattern that matches
+the request (http.ServeMux patterns such as "GET /containers/{id}/json")
+picks the route, whose rules the client must pass; a refused request gets
+403 with a JSON body {"message": ...} that says why, and every request is
+logged with the client, the route and the outcome (docs/docker.md). After
+a reload, the next request of an open connection is decided by the new
+routes.
 
 The upstream is verified too: its server must run as root or as the
 proxy's own user (--upstream-user names others), so that nobody who takes
@@ -156,6 +166,15 @@ func runProxy(e *env, args []string) int {
 		idle:     *idleTimeout,
 	}
 	p.policy.cur.Store(pv)
+	// With routes in the policy, connections are served as HTTP, each
+	// request decided by the routes of the policy in force.
+	p.http = newHTTPProxy(func() *policy.Router { return p.policy.load().router }, func(ctx context.Context) (net.Conn, error) {
+		up, err := p.dialer.DialSecure(ctx, "unix", p.upstream)
+		if err != nil {
+			return nil, err // a refused upstream's server: the request's log line says why
+		}
+		return up, nil
+	}, log)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -198,6 +217,7 @@ func socketFileText(path string) string {
 type proxy struct {
 	upstream string
 	dialer   secnet.Dialer
+	http     *httpProxy // serves the connections of a policy with routes
 	log      *slog.Logger
 	policy   policyHolder
 	idle     time.Duration
@@ -244,6 +264,7 @@ wait:
 	for _, ln := range lns {
 		ln.Close() // unblocks Accept and removes the socket file Listen made
 	}
+	p.http.shutdown() // closes idle kept-alive HTTP connections
 
 	drained := make(chan struct{})
 	go func() { p.conns.Wait(); close(drained) }()
@@ -387,6 +408,12 @@ func (p *proxy) forward(c *secnet.SecureConn, pv *policyVersion) {
 	}
 	if p.log.Enabled(context.Background(), slog.LevelInfo) {
 		p.log.Info("allowed", logPeer(), "policy_sha256", pv.short())
+	}
+	if pv.router != nil {
+		stop := context.AfterFunc(p.kill, func() { c.Close() })
+		defer stop()
+		p.http.serveConn(c)
+		return
 	}
 	start := time.Now()
 	up, err := p.dialer.DialSecure(p.kill, "unix", p.upstream)

@@ -18,6 +18,7 @@ type policyVersion struct {
 	file   string
 	digest string // SHA-256 of the file's bytes, in hex
 	rules  []secnet.Rule
+	router *policy.Router // of the [[route]] tables: the proxy speaks HTTP; or nil
 }
 
 // loadPolicyVersion reads the policy file once, and parses and hashes
@@ -32,7 +33,7 @@ func loadPolicyVersion(path string) (*policyVersion, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256(b)
-	return &policyVersion{file: path, digest: hex.EncodeToString(sum[:]), rules: pol.Rules()}, nil
+	return &policyVersion{file: path, digest: hex.EncodeToString(sum[:]), rules: pol.Rules(), router: pol.Router()}, nil
 }
 
 // short is the digest's first 12 digits, enough to tell versions apart in
@@ -45,7 +46,11 @@ func (v *policyVersion) attrs() []any {
 	for i, r := range v.rules {
 		rules[i] = r.String()
 	}
-	return []any{"policy", v.file, "sha256", v.digest, "rule_count", len(v.rules), "rules", rules}
+	attrs := []any{"policy", v.file, "sha256", v.digest, "rule_count", len(v.rules), "rules", rules}
+	if v.router != nil {
+		attrs = append(attrs, "http_routes", routeNames(v.router))
+	}
+	return attrs
 }
 
 // policyHolder holds the version in force. A connection loads it once,

@@ -1,4 +1,4 @@
-package main
+package policy
 
 import (
 	"errors"
@@ -6,46 +6,67 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/secnet/secnet"
 )
 
-// httpRoute is one [[route]] of a policy: the requests it covers and who
-// may make them.
-type httpRoute struct {
+// Route is a [[route]] table of a policy: the HTTP requests it covers
+// and who may make them.
+type Route struct {
 	// Name names the route in refusals and logs.
 	Name string
 	// Match holds patterns in the syntax of http.ServeMux, without a
 	// host: "GET /containers/{id}/json", "POST /build", "/".
 	Match []string
 	// Rules are the identity rules a peer must pass, in addition to the
-	// policy's top-level rules; none means any peer that passed those.
+	// policy's [[rule]] tables; none means any peer that passed those.
 	Rules []secnet.Rule
 }
 
-// routeSet decides which route covers a request. The patterns of every
-// route are registered in one http.ServeMux, so that the most specific
-// pattern that matches decides, by the ServeMux's own rules.
-type routeSet struct {
-	mux    *http.ServeMux
-	prefix versionPrefix
-	routes []*httpRoute
+// Router decides which route covers an HTTP request. The patterns of
+// every route are registered in one http.ServeMux, so that the most
+// specific pattern that matches decides, by the ServeMux's own rules. A
+// Router is immutable and safe for concurrent use.
+type Router struct {
+	mux        *http.ServeMux
+	prefix     versionPrefix
+	routes     []*Route
+	names      map[string]bool
+	registered []*routeMatch
 }
 
-// routeMatch is what the route set's ServeMux holds for each pattern. It
-// is an http.Handler only so that it can be registered; it never serves.
+// routeMatch is what the Router's ServeMux holds for each pattern. It is
+// an http.Handler only so that it can be registered; it never serves.
 type routeMatch struct {
-	route   *httpRoute
+	route   *Route
 	pattern string
 }
 
 func (*routeMatch) ServeHTTP(http.ResponseWriter, *http.Request) {}
 
-// newRouteSet checks the routes and builds their ServeMux. versionPrefix
-// is "" or a prefix such as "/v{version}" that is removed from a request's
-// path before it is matched (see versionPrefix).
-func newRouteSet(routes []httpRoute, versionPrefix string) (*routeSet, error) {
+// NewRouter checks the routes and builds their Router, as a policy file's
+// [[route]] tables and [http] version_prefix are: versionPrefix is "" or
+// a prefix such as "/v{version}" that is removed from a request's path
+// before it is matched (see docs/docker.md). The routes are copied.
+func NewRouter(routes []Route, versionPrefix string) (*Router, error) {
+	rt, err := newRouter(versionPrefix)
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range routes {
+		if r.Name == "" {
+			return nil, fmt.Errorf("route %d has no name", i+1)
+		}
+		if err := rt.add(r, func(_ int, err error) error { return err }); err != nil {
+			return nil, err
+		}
+	}
+	return rt, nil
+}
+
+func newRouter(versionPrefix string) (*Router, error) {
 	if err := checkServeMux(); err != nil {
 		return nil, err
 	}
@@ -53,35 +74,49 @@ func newRouteSet(routes []httpRoute, versionPrefix string) (*routeSet, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &routeSet{mux: http.NewServeMux(), prefix: vp}
-	names := make(map[string]bool)
-	var registered []*routeMatch
-	for i := range routes {
-		r := &routes[i]
-		if r.Name == "" {
-			return nil, fmt.Errorf("route %d has no name", i+1)
-		}
-		if names[r.Name] {
-			return nil, fmt.Errorf("two routes are named %q", r.Name)
-		}
-		names[r.Name] = true
-		if len(r.Match) == 0 {
-			return nil, fmt.Errorf("route %q matches nothing: give match = [\"METHOD /path\", ...]", r.Name)
-		}
-		for _, pat := range r.Match {
-			if err := checkPattern(pat); err != nil {
-				return nil, fmt.Errorf("route %q: pattern %q: %w", r.Name, pat, err)
-			}
-			m := &routeMatch{route: r, pattern: pat}
-			if err := register(s.mux, m); err != nil {
-				return nil, conflictError(m, registered, err)
-			}
-			registered = append(registered, m)
-		}
-		s.routes = append(s.routes, r)
-	}
-	return s, nil
+	return &Router{mux: http.NewServeMux(), prefix: vp, names: make(map[string]bool)}, nil
 }
+
+// add registers the patterns of r; patternErr places an error about
+// pattern i of r.Match.
+func (rt *Router) add(r Route, patternErr func(i int, err error) error) error {
+	if rt.names[r.Name] {
+		return fmt.Errorf("two routes are named %q", r.Name)
+	}
+	rt.names[r.Name] = true
+	if len(r.Match) == 0 {
+		return fmt.Errorf("route %q matches nothing: give match = [\"METHOD /path\", ...]", r.Name)
+	}
+	route := &r
+	route.Match = slices.Clone(r.Match)
+	route.Rules = slices.Clone(r.Rules)
+	for i, pat := range route.Match {
+		if err := checkPattern(pat); err != nil {
+			return patternErr(i, fmt.Errorf("route %q: pattern %q: %w", r.Name, pat, err))
+		}
+		m := &routeMatch{route: route, pattern: pat}
+		if err := register(rt.mux, m); err != nil {
+			return patternErr(i, conflictError(m, rt.registered, err))
+		}
+		rt.registered = append(rt.registered, m)
+	}
+	rt.routes = append(rt.routes, route)
+	return nil
+}
+
+// Routes returns the routes, in the order of the file.
+func (rt *Router) Routes() []Route {
+	out := make([]Route, len(rt.routes))
+	for i, r := range rt.routes {
+		out[i] = *r
+		out[i].Match = slices.Clone(r.Match)
+		out[i].Rules = slices.Clone(r.Rules)
+	}
+	return out
+}
+
+// VersionPrefix returns the version prefix removed before matching, or "".
+func (rt *Router) VersionPrefix() string { return rt.prefix.String() }
 
 // checkPattern refuses patterns that name a host: the Host header is the
 // client's to choose, so it must not choose the route.
@@ -175,6 +210,13 @@ func parseVersionPrefix(s string) (versionPrefix, error) {
 	return versionPrefix{before: before, after: after, set: true}, nil
 }
 
+func (vp versionPrefix) String() string {
+	if !vp.set {
+		return ""
+	}
+	return vp.before + "{version}" + vp.after
+}
+
 // strip removes the prefix from p, a clean path, when p starts with it.
 func (vp versionPrefix) strip(p string) string {
 	if !vp.set || !strings.HasPrefix(p, vp.before) {
@@ -198,15 +240,12 @@ func (vp versionPrefix) strip(p string) string {
 	return p // the prefix is not a whole segment: /v1.41x/...
 }
 
-// refusal is why a request is refused before any route decides.
-type refusal string
-
 // matchPath returns the path of r that routes are matched against: the
 // decoded path less the version prefix. It refuses what the upstream
 // could read otherwise than the ServeMux does: a target that is not a
 // path, a path that is not clean (., .., // segments), an encoded slash,
 // control characters, and CONNECT.
-func (s *routeSet) matchPath(r *http.Request) (string, refusal) {
+func (rt *Router) matchPath(r *http.Request) (string, string) {
 	p := r.URL.Path
 	switch {
 	case r.Method == http.MethodConnect:
@@ -220,7 +259,7 @@ func (s *routeSet) matchPath(r *http.Request) (string, refusal) {
 	case cleanPath(p) != p:
 		return "", "the path is not clean (it holds //, /./ or /../)"
 	}
-	return s.prefix.strip(p), ""
+	return rt.prefix.strip(p), ""
 }
 
 // cleanPath is path.Clean keeping a trailing slash, as http.ServeMux
@@ -233,17 +272,21 @@ func cleanPath(p string) string {
 	return np
 }
 
-// decide returns the pattern and route that cover r, or nil and why none
-// does.
-func (s *routeSet) decide(r *http.Request) (*routeMatch, refusal) {
-	p, why := s.matchPath(r)
+// Decide returns the route that covers r and the pattern that matched,
+// or a nil route and why none does. Patterns are matched against the
+// path of r less the version prefix, and r is refused outright where the
+// upstream could read it otherwise than the ServeMux does (see matchPath).
+// Decide does not check the route's rules: the caller applies them to
+// the client (secnet.Verify).
+func (rt *Router) Decide(r *http.Request) (route *Route, pattern, refusal string) {
+	p, why := rt.matchPath(r)
 	if why != "" {
-		return nil, why
+		return nil, "", why
 	}
-	h, _ := s.mux.Handler(&http.Request{Method: r.Method, URL: &url.URL{Path: p}})
+	h, _ := rt.mux.Handler(&http.Request{Method: r.Method, URL: &url.URL{Path: p}})
 	m, ok := h.(*routeMatch)
 	if !ok {
-		return nil, refusal(fmt.Sprintf("no route matches %s %q", r.Method, p))
+		return nil, "", fmt.Sprintf("no route matches %s %q", r.Method, p)
 	}
-	return m, ""
+	return m.route, m.pattern, ""
 }
