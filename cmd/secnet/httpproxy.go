@@ -51,10 +51,11 @@ const (
 func newHTTPProxy(router func() *policy.Router, dial func(ctx context.Context) (net.Conn, error), log *slog.Logger) *httpProxy {
 	h := &httpProxy{router: router, dial: dial, log: log, queue: newConnQueue(), served: make(chan struct{})}
 	h.rp = &httputil.ReverseProxy{
-		Director: func(r *http.Request) {
-			// The path, query and Host header are the client's, unchanged.
-			r.URL.Scheme = "http"
-			r.URL.Host = "upstream"
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// The path and Host header are the client's, unchanged; so
+			// is the query, less parameters that do not parse.
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = "upstream"
 		},
 		Transport:      linkTransport{},
 		ModifyResponse: h.modifyResponse,
