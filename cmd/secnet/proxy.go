@@ -32,7 +32,7 @@ that decides each request: the most specific route pattern that matches
 the request (http.ServeMux patterns such as "GET /containers/{id}/json")
 picks the route, whose rules the client must pass; a refused request gets
 403 with a JSON body {"message": ...} that says why, and every request is
-logged with the client, the route and the outcome (docs/docker.md). After
+logged with the client, the route and the outcome. After
 a reload, the next request of an open connection is decided by the new
 routes.
 
