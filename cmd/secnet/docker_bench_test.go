@@ -8,7 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 )
 
 // BenchmarkDockerAPI measures requests per second of GET /_ping and GET
@@ -20,7 +23,7 @@ import (
 //	go test -run '^$' -bench DockerAPI ./cmd/secnet
 func BenchmarkDockerAPI(b *testing.B) {
 	d := startDockerd(b)
-	proxied := benchDockerProxy(b, d.sock)
+	proxied, proxyPid := benchDockerProxy(b, d.sock)
 	for _, path := range []string{"/_ping", "/v1.41/containers/json"} {
 		for _, via := range []string{"direct", "proxy"} {
 			sock := d.sock
@@ -45,20 +48,29 @@ func BenchmarkDockerAPI(b *testing.B) {
 					b.Fatalf("GET %s: %s", path, res.Status)
 				}
 			}
+			report := func(b *testing.B, proxyCPU, daemonCPU time.Duration) {
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+				b.ReportMetric(float64(daemonCPU.Microseconds())/float64(b.N), "dockerd-µs/req")
+				if via == "proxy" {
+					b.ReportMetric(float64(proxyCPU.Microseconds())/float64(b.N), "proxy-µs/req")
+				}
+			}
 			b.Run(path[1:]+"/"+via+"/1", func(b *testing.B) {
+				p0, d0 := cpuTime(proxyPid), cpuTime(d.cmd.Process.Pid)
 				for range b.N {
 					get(b)
 				}
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+				report(b, cpuTime(proxyPid)-p0, cpuTime(d.cmd.Process.Pid)-d0)
 			})
 			b.Run(path[1:]+"/"+via+"/8", func(b *testing.B) {
+				p0, d0 := cpuTime(proxyPid), cpuTime(d.cmd.Process.Pid)
 				b.SetParallelism(4) // 8 clients on 2 cores
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						get(b)
 					}
 				})
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+				report(b, cpuTime(proxyPid)-p0, cpuTime(d.cmd.Process.Pid)-d0)
 			})
 		}
 	}
@@ -67,7 +79,7 @@ func BenchmarkDockerAPI(b *testing.B) {
 // benchDockerProxy runs secnet proxy with contrib/policies/docker.toml in
 // front of upstream, logging every request (the audit is part of the
 // cost) to a file.
-func benchDockerProxy(b *testing.B, upstream string) string {
+func benchDockerProxy(b *testing.B, upstream string) (string, int) {
 	listen := filepath.Join(sockDir(b), "p.sock")
 	logf, err := os.Create(filepath.Join(b.TempDir(), "proxy.log"))
 	if err != nil {
@@ -82,5 +94,21 @@ func benchDockerProxy(b *testing.B, upstream string) string {
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() })
 	waitForFile(b, listen, func() bool { return cmd.ProcessState == nil })
-	return listen
+	return listen, cmd.Process.Pid
+}
+
+// cpuTime returns the CPU time (user and system) process pid has used.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100
 }

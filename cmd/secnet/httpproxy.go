@@ -58,6 +58,7 @@ func newHTTPProxy(router func() *policy.Router, dial func(ctx context.Context) (
 			pr.Out.URL.Host = "upstream"
 		},
 		Transport:      linkTransport{},
+		BufferPool:     copyBuffers{},
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.upstreamError,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -481,3 +482,12 @@ func routeNames(rt *policy.Router) []string {
 	}
 	return names
 }
+
+// copyBuffers lends ReverseProxy its 32 KiB copy buffers, which it would
+// otherwise allocate for every response.
+type copyBuffers struct{}
+
+var copyBufferPool = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+func (copyBuffers) Get() []byte  { return copyBufferPool.Get().(*[32 << 10]byte)[:] }
+func (copyBuffers) Put(b []byte) { copyBufferPool.Put((*[32 << 10]byte)(b)) }
