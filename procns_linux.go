@@ -6,7 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,25 +24,30 @@ import (
 // /proc/self/fdinfo/<pidfd>, which the kernel writes in /proc's pid
 // namespace); when that is impossible the peer fails, with the reason.
 
-var procNS struct {
-	once sync.Once
-	own  bool  // /proc is the one of this process's pid namespace
-	err  error // why /proc cannot be used at all (this process is not in it)
-}
+// procNS caches what procOwn found: 0 not known yet, 1 /proc is this
+// process's, 2 it is another pid namespace's. A failure to read
+// /proc/self is not cached: /proc may be mounted later.
+var procNS atomic.Int32
 
 // procOwn reports whether /proc was mounted for this process's pid
 // namespace, and if not whether it can be used at all.
 func procOwn() (bool, error) {
-	procNS.once.Do(func() {
-		self, err := os.Readlink("/proc/self")
-		switch {
-		case err != nil:
-			procNS.err = procError("/proc/self", err)
-		case self == strconv.Itoa(os.Getpid()):
-			procNS.own = true
-		}
-	})
-	return procNS.own, procNS.err
+	switch procNS.Load() {
+	case 1:
+		return true, nil
+	case 2:
+		return false, nil
+	}
+	self, err := os.Readlink("/proc/self")
+	switch {
+	case err != nil:
+		return false, procError("/proc/self", err)
+	case self == strconv.Itoa(os.Getpid()):
+		procNS.Store(1)
+		return true, nil
+	}
+	procNS.Store(2)
+	return false, nil
 }
 
 // procIsOwn returns nil when /proc is this process's, else why a peer
