@@ -455,7 +455,8 @@ func TestListenerWithoutProc(t *testing.T) {
 // SECNET_TEST_SOCK with a file descriptor limit that leaves room for
 // about SECNET_TEST_N connections. The server's error log goes to stdout.
 func runEmfileServer() int {
-	ln, err := Listen("unix", os.Getenv("SECNET_TEST_SOCK"), UID(os.Getuid()))
+	lc := ListenConfig{alwaysPipeline: os.Getenv("SECNET_TEST_MODE") == "pipeline"}
+	ln, err := lc.Listen(context.Background(), "unix", os.Getenv("SECNET_TEST_SOCK"), UID(os.Getuid()))
 	if err != nil {
 		fmt.Println("listen:", err)
 		return 2
@@ -521,9 +522,16 @@ func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 // must serve again once connections are closed.
 func TestListenerOutOfFileDescriptors(t *testing.T) {
 	requireLinux(t)
+	// A UID rule is verified in Accept; the pipeline is tested too.
+	for _, mode := range []string{"inline", "pipeline"} {
+		t.Run(mode, func(t *testing.T) { listenerOutOfFileDescriptors(t, mode) })
+	}
+}
+
+func listenerOutOfFileDescriptors(t *testing.T, mode string) {
 	path := filepath.Join(sockDir(t), "s")
 	const spare = 4
-	srv := startPeer(t, peerBinary(t), "emfile-server", nil, "SECNET_TEST_SOCK="+path, "SECNET_TEST_N="+itoa(spare))
+	srv := startPeer(t, peerBinary(t), "emfile-server", nil, "SECNET_TEST_SOCK="+path, "SECNET_TEST_N="+itoa(spare), "SECNET_TEST_MODE="+mode)
 	t.Cleanup(func() { srv.cmd.Process.Kill() })
 	if got := srv.line(t); !strings.HasPrefix(got, "ready") {
 		t.Fatalf("server: %q", got)

@@ -59,23 +59,7 @@ func benchCycle(b *testing.B, clients int, rules []Rule) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				var buf [1]byte
-				if _, err := c.Read(buf[:]); err == nil {
-					c.Write(buf[:])
-				}
-				c.Close()
-			}()
-		}
-	}()
+	done := serveEcho(ln)
 	var wg sync.WaitGroup
 	per := b.N / clients
 	b.ReportAllocs()
@@ -108,6 +92,30 @@ func benchCycle(b *testing.B, clients int, rules []Rule) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "conns/s")
 	ln.Close()
 	<-done
+}
+
+// serveEcho accepts from ln until it is closed: each connection gets back
+// the byte it sends, and is closed. The channel is closed when the accept
+// loop has ended.
+func serveEcho(ln net.Listener) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				var buf [1]byte
+				if _, err := c.Read(buf[:]); err == nil {
+					c.Write(buf[:])
+				}
+				c.Close()
+			}()
+		}
+	}()
+	return done
 }
 
 // BenchmarkOpenConns holds 10,000 connections open and reports the heap

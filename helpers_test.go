@@ -214,7 +214,7 @@ type peerProc struct {
 
 // startPeer runs bin (the test binary or a copy) in role with the
 // environment env, and the given process attributes.
-func startPeer(t *testing.T, bin, role string, attr *syscall.SysProcAttr, env ...string) *peerProc {
+func startPeer(t testing.TB, bin, role string, attr *syscall.SysProcAttr, env ...string) *peerProc {
 	t.Helper()
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), append([]string{"SECNET_TEST_ROLE=" + role}, env...)...)
@@ -224,7 +224,7 @@ func startPeer(t *testing.T, bin, role string, attr *syscall.SysProcAttr, env ..
 
 // startCmd starts cmd as a peer: its stdin and stdout are pipes to the
 // test, and it is stopped when the test ends.
-func startCmd(t *testing.T, cmd *exec.Cmd) *peerProc {
+func startCmd(t testing.TB, cmd *exec.Cmd) *peerProc {
 	t.Helper()
 	attr := cmd.SysProcAttr
 	if cmd.Env == nil {
@@ -275,7 +275,7 @@ func startClient(t *testing.T, bin, sock, mode string, attr *syscall.SysProcAttr
 }
 
 // line reads one line of the child's output.
-func (p *peerProc) line(t *testing.T) string {
+func (p *peerProc) line(t testing.TB) string {
 	t.Helper()
 	type res struct {
 		s   string
@@ -299,7 +299,7 @@ func (p *peerProc) line(t *testing.T) string {
 }
 
 // wait waits for the child to exit.
-func (p *peerProc) wait(t *testing.T) {
+func (p *peerProc) wait(t testing.TB) {
 	t.Helper()
 	select {
 	case err := <-p.done:

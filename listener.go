@@ -90,6 +90,10 @@ type ListenConfig struct {
 	// same deadline. Zero means DefaultVerifyTimeout (10s); a negative
 	// value means no deadline.
 	VerifyTimeout time.Duration
+
+	// alwaysPipeline makes the listener use the pipeline even for rules
+	// that are verified inline (tests of the pipeline set it).
+	alwaysPipeline bool
 }
 
 // Listen announces on the Unix socket address and returns a listener that
@@ -124,7 +128,7 @@ func (lc *ListenConfig) newListener(inner net.Listener, v verifier, file *socket
 	if len(v.hs) > 0 {
 		v.server = listenerServer(inner)
 	}
-	l := &Listener{inner: inner, v: v, file: file}
+	l := &Listener{inner: inner, v: v, file: file, inline: v.err == nil && v.cannotWait() && !lc.alwaysPipeline}
 	l.SetRejected(lc.Rejected)
 	l.p = newPipeline(l, lc.pipelineConfig())
 	return l
@@ -171,6 +175,7 @@ type Listener struct {
 	rejected atomic.Pointer[func(*RejectError)]
 	file     *socketFile // the socket file Listen created, or nil
 	p        *pipeline
+	inline   bool // verify in Accept: the rules read only what cannot wait
 
 	started   atomic.Bool
 	startMu   sync.Mutex // held to start the pipeline and to close
@@ -208,6 +213,9 @@ func (l *Listener) AcceptSecure() (*SecureConn, error) {
 	if l.v.err != nil {
 		return nil, &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: l.v.err}
 	}
+	if l.inline {
+		return l.acceptInline()
+	}
 	if !l.started.Load() {
 		l.start()
 	}
@@ -230,6 +238,29 @@ func (l *Listener) AcceptSecure() (*SecureConn, error) {
 		case <-p.done:
 			return nil, l.closedError()
 		}
+	}
+}
+
+// acceptInline is AcceptSecure for rules that read only what the kernel
+// captured at connect (see verifier.cannotWait): their verification is a
+// few getsockopt calls that no peer can slow down, cheaper than handing
+// the connection to a worker and back, so it runs on the goroutine that
+// called Accept.
+func (l *Listener) acceptInline() (*SecureConn, error) {
+	for {
+		c, err := l.inner.Accept()
+		if err != nil {
+			if l.p.closed() {
+				err = l.closedError()
+			}
+			return nil, err
+		}
+		sc, rej := l.v.verify(context.Background(), c)
+		if rej == nil {
+			return sc, nil
+		}
+		c.Close()
+		l.p.report(rej)
 	}
 }
 

@@ -25,6 +25,18 @@ const (
 // kernel rather than computes.
 func defaultWorkers() int { return max(16, 4*runtime.GOMAXPROCS(0)) }
 
+// kernelAttrs are the attributes the kernel captured at connect and
+// reads back without waiting on anything: getsockopt on the socket.
+const kernelAttrs = attrCred | attrGroups | attrLabel
+
+// cannotWait reports whether verifying a peer under v can never wait: the
+// rules read only kernelAttrs, and none talks to the peer. (User and Group
+// may ask NSS for a name that is not cached; that wait is the system's,
+// not the peer's, and every peer would wait for it alike.)
+func (v *verifier) cannotWait() bool {
+	return v.need&^kernelAttrs == 0 && len(v.hs) == 0
+}
+
 // pipelineConfig is the pipeline's knobs with the defaults applied.
 type pipelineConfig struct {
 	workers   int           // verifications at once

@@ -300,7 +300,8 @@ func TestInnerErrorsAreNotRetriedAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl := &countingListener{Listener: inner, err: &net.OpError{Op: "accept", Net: "unix", Err: os.NewSyscallError("accept4", syscall.EMFILE)}}
-	ln := NewListener(cl, Anyone())
+	lc := ListenConfig{alwaysPipeline: true}
+	ln := lc.NewListener(cl, Anyone())
 	defer ln.Close()
 	const n = 5
 	for range n {
@@ -326,7 +327,7 @@ func TestBoundedWhenNobodyAccepts(t *testing.T) {
 	}
 	cl := &countingListener{Listener: inner}
 	const workers, queue = 2, 3
-	lc := ListenConfig{Workers: workers, WorkersPerUID: workers, QueueSize: queue}
+	lc := ListenConfig{Workers: workers, WorkersPerUID: workers, QueueSize: queue, alwaysPipeline: true}
 	lc.Rejected = func(e *RejectError) { t.Errorf("rejected: %v", e) } // none may be
 	ln := lc.NewListener(cl, UID(os.Getuid()))
 	defer ln.Close()
@@ -375,8 +376,16 @@ func TestBoundedWhenNobodyAccepts(t *testing.T) {
 // TestSetRejectedWhileAccepting replaces the Rejected function while
 // workers report rejections (go test -race checks the handover).
 func TestSetRejectedWhileAccepting(t *testing.T) {
+	for _, pipeline := range []bool{false, true} {
+		t.Run(map[bool]string{false: "inline", true: "pipeline"}[pipeline], func(t *testing.T) {
+			setRejectedWhileAccepting(t, ListenConfig{alwaysPipeline: pipeline})
+		})
+	}
+}
+
+func setRejectedWhileAccepting(t *testing.T, lc ListenConfig) {
 	path := filepath.Join(sockDir(t), "s")
-	ln, err := Listen("unix", path, UID(os.Getuid()+4242))
+	ln, err := lc.Listen(context.Background(), "unix", path, UID(os.Getuid()+4242))
 	if err != nil {
 		t.Fatal(err)
 	}
