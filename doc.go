@@ -24,6 +24,37 @@
 // and why; errors.Is(err, ErrRejected) matches it. NewListener wraps a
 // listener made elsewhere (systemd socket activation, tests).
 //
+// # Verification off the Accept path
+//
+// A Listener verifies connections concurrently, off the goroutine that
+// calls Accept, so that no peer delays another: a peer whose executable
+// sits on a file system that does not answer, a large program to hash, a
+// handshake that waits for the peer, holds one slot of a bounded pool
+// and nothing else. The first Accept starts a goroutine that takes
+// connections from the inner listener and a pool (errgroup, SetLimit) of
+// ListenConfig.Workers goroutines that verify them, each under
+// ListenConfig.VerifyTimeout (10 s by default; a peer that outlasts it is
+// rejected with ErrVerifyTimeout and its socket is closed at the
+// deadline). Accept returns verified connections in the order their
+// verification completed, from a queue of ListenConfig.QueueSize. One
+// peer uid holds at most ListenConfig.WorkersPerUID workers; its further
+// connections wait for them, and beyond QueueSize waiting ones they are
+// rejected at once with ErrTooManyPending. When the queue is full the
+// workers wait, and the listener stops taking connections from the
+// kernel: its backlog applies as for a plain listener. Errors of the
+// inner listener (EMFILE, ...) reach Accept unchanged, one per call, so
+// servers back off as usual. Close closes every connection queued or
+// being verified and waits for the listener's goroutines. The Rejected
+// function is called from the goroutine that rejected the connection,
+// so it must be safe for concurrent use.
+//
+// Rules that read only what the kernel captured at connect (UID, GID,
+// InGroup, SameUser, User, Group, Label, Anyone, and AnyOf, AllOf and Not
+// of them, but a Not of an id rule, which reads the peer's namespaces)
+// cannot wait on anything a peer controls: a listener with only such
+// rules verifies inline in Accept, which costs a getsockopt or two and
+// no handoff between goroutines, and uses none of the pipeline's knobs.
+//
 // # What each rule proves
 //
 // The kernel records the peer's credentials when it calls connect(): the
