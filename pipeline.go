@@ -1,7 +1,6 @@
 package secnet
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"runtime"
@@ -73,17 +72,17 @@ func (lc *ListenConfig) pipelineConfig() pipelineConfig {
 // pipeline verifies the connections of a Listener off the Accept path.
 //
 // One goroutine (acceptLoop) takes connections from the inner listener
-// and starts a verification for each in an errgroup limited to
-// cfg.workers goroutines; when every slot is taken it waits, and
-// connections stay in the kernel's backlog. Before it starts one, it
+// and hands each to one of cfg.workers worker goroutines (an errgroup)
+// through an unbuffered channel; when every worker is busy it waits, and
+// connections stay in the kernel's backlog. Before it hands one on, it
 // reads the peer's uid (SO_PEERCRED, which no peer can slow down): a uid
-// that already holds cfg.perUID slots gets its connection put on its own
-// waiting list, which the worker of that uid that finishes first takes
-// over, and a connection beyond cfg.waiting on that list is rejected. A
-// verified connection goes into ready, a channel of cfg.queue
-// connections, from which Accept takes them in the order they completed;
-// when it is full the workers wait, the slots fill up, and acceptLoop
-// stops taking connections from the kernel.
+// that already holds cfg.perUID verifications gets its connection put on
+// its own waiting list, which the worker of that uid that finishes first
+// takes over, and a connection beyond cfg.waiting on that list is
+// rejected. A verified connection goes into ready, a channel of
+// cfg.queue connections, from which Accept takes them in the order they
+// completed; when it is full the workers wait, and acceptLoop stops
+// taking connections from the kernel.
 //
 // Errors of the inner listener go to Accept one at a time through errc
 // (unbuffered); after each, acceptLoop waits on retry, which Accept
@@ -98,9 +97,8 @@ type pipeline struct {
 	retry chan struct{}    // Accept was called again after an error
 	done  chan struct{}    // closed by Close
 
-	ctx    context.Context // cancelled by Close: ends every verification
-	cancel context.CancelFunc
-
+	jobs       chan job     // connections for the workers, unbuffered
+	ctxs       []*verifyCtx // one for each worker
 	workers    errgroup.Group
 	acceptDone chan struct{} // closed when acceptLoop returns
 
@@ -132,13 +130,39 @@ func newPipeline(l *Listener, cfg pipelineConfig) *pipeline {
 		uids:       map[uint32]uidSlots{},
 	}
 	p.room.L = &p.mu
-	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.jobs = make(chan job)
+	p.ctxs = make([]*verifyCtx, cfg.workers)
+	for i := range p.ctxs {
+		p.ctxs[i] = &verifyCtx{timeout: cfg.timeout}
+	}
 	p.workers.SetLimit(cfg.workers)
 	return p
 }
 
-// start starts acceptLoop.
-func (p *pipeline) start() { go p.acceptLoop() }
+// job is a connection for a worker, with the uid whose slot it holds.
+type job struct {
+	c   net.Conn
+	uid uint32
+}
+
+// start starts acceptLoop and the workers. The workers live as long as
+// the pipeline: a goroutine started for each connection would cost its
+// start and the growth of its stack every time.
+func (p *pipeline) start() {
+	for _, x := range p.ctxs {
+		p.workers.Go(func() error {
+			for {
+				select {
+				case j := <-p.jobs:
+					p.work(x, j.c, j.uid)
+				case <-p.done:
+					return nil
+				}
+			}
+		})
+	}
+	go p.acceptLoop()
+}
 
 // stop ends the pipeline: every verification is cancelled (its connection
 // closed), acceptLoop and the workers return, and what was queued is
@@ -146,7 +170,9 @@ func (p *pipeline) start() { go p.acceptLoop() }
 // returns) between stop's first part and wait.
 func (p *pipeline) stop() {
 	close(p.done)
-	p.cancel()
+	for _, x := range p.ctxs {
+		x.cancel()
+	}
 	p.mu.Lock()
 	p.room.Broadcast()
 	p.mu.Unlock()
@@ -156,7 +182,6 @@ func (p *pipeline) stop() {
 // connection left in it.
 func (p *pipeline) wait() {
 	<-p.acceptDone
-	// acceptLoop, the only caller of workers.Go, has returned.
 	p.workers.Wait()
 	p.drain()
 }
@@ -224,12 +249,17 @@ func (p *pipeline) acceptLoop() {
 		if !p.admit(c, uid) {
 			continue
 		}
-		// Go waits while every slot is taken: connections stay in the
-		// kernel's backlog meanwhile.
-		p.workers.Go(func() error {
-			p.work(c, uid)
-			return nil
-		})
+		// This waits while every worker is busy: connections stay in
+		// the kernel's backlog meanwhile.
+		select {
+		case p.jobs <- job{c, uid}:
+		case <-p.done:
+			c.Close()
+			for w := p.next(uid); w != nil; w = p.next(uid) {
+				w.Close()
+			}
+			return
+		}
 	}
 }
 
@@ -318,9 +348,9 @@ func (p *pipeline) next(uid uint32) net.Conn {
 // work verifies c, then every connection that waits for a slot of uid.
 // A slot of uid is held while a verification runs, not while a verified
 // connection waits for room in the queue.
-func (p *pipeline) work(c net.Conn, uid uint32) {
+func (p *pipeline) work(x *verifyCtx, c net.Conn, uid uint32) {
 	for c != nil {
-		sc, rej := p.verify(c)
+		sc, rej := p.verify(x, c)
 		c = p.next(uid)
 		switch {
 		case rej != nil:
@@ -338,26 +368,19 @@ func (p *pipeline) work(c net.Conn, uid uint32) {
 // verify verifies c under the deadline. It returns the verified
 // connection, or closes c and returns the reasons to report (none when
 // the listener was closed).
-func (p *pipeline) verify(c net.Conn) (*SecureConn, *RejectError) {
+func (p *pipeline) verify(x *verifyCtx, c net.Conn) (*SecureConn, *RejectError) {
+	// At the deadline (or on Close) x shuts the peer's socket down and
+	// closes it at once, even if the verification is blocked in a system
+	// call that cannot be interrupted: the peer is not left waiting. The
+	// worker stays busy until the call returns.
+	x.begin(c)
 	if p.closed() {
+		x.end()
 		c.Close()
 		return nil, nil
 	}
-	ctx, cancel := p.ctx, context.CancelFunc(nil)
-	if p.cfg.timeout > 0 {
-		ctx, cancel = context.WithTimeout(p.ctx, p.cfg.timeout)
-	}
-	// At the deadline (or on Close) the peer's socket is shut down and
-	// closed at once, even if the verification is blocked in a system
-	// call that cannot be interrupted: the peer is not left waiting. The
-	// worker keeps its slot until the call returns.
-	stopAbort := context.AfterFunc(ctx, func() { abortConn(c) })
-	sc, rej := p.l.v.verify(ctx, c)
-	aborted := !stopAbort()
-	if cancel != nil {
-		cancel()
-	}
-	if aborted {
+	sc, rej := p.l.v.verify(x, c)
+	if x.end() {
 		if sc != nil {
 			sc.Close()
 		}
