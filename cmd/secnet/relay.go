@@ -86,7 +86,9 @@ func copyHalf(dst, src *net.UnixConn, o pipeOptions, act *activity) (n int64, er
 		if act != nil {
 			r = &touchReader{src, act}
 		}
-		n, err = io.CopyBuffer(dst, r, *buf)
+		var m int64
+		m, err = io.CopyBuffer(dst, r, *buf)
+		n += m
 		bufPool.Put(buf)
 	}
 	if err == nil {
