@@ -658,3 +658,21 @@ func TestUnreadOnOneLine(t *testing.T) {
 		t.Errorf("oneLine = %q", got)
 	}
 }
+
+// TestInspectSIGHUP: a hangup ends inspect as SIGTERM does, removing its
+// socket file.
+func TestInspectSIGHUP(t *testing.T) {
+	sock := filepath.Join(sockDir(t), "i.sock")
+	p := start(t, "inspect", "--listen", sock)
+	waitFor(t, func() bool { return strings.Contains(p.stderr.String(), "listening on") }, p)
+	if !strings.Contains(p.stderr.String(), "(mode ") {
+		t.Errorf("listening line lacks the socket's mode: %q", p.stderr.String())
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	if status := p.wait(t); status != exitOK {
+		t.Errorf("inspect after SIGHUP: status %d", status)
+	}
+	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket file after SIGHUP: %v", err)
+	}
+}

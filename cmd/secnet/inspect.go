@@ -18,7 +18,7 @@ A diagnostic server: accepts every connection on the Unix socket PATH,
 prints the identity of the process that connected (one JSON object per
 line with --json) and, with a policy, the verdict and the rules that
 failed, then closes the connection. It runs until SIGINT or SIGTERM, or
-until --count connections were inspected.`
+until --count connections were inspected; SIGHUP ends it too.`
 
 func runInspect(e *env, args []string) int {
 	f := newFlags("inspect", inspectUsage)
@@ -48,7 +48,8 @@ func runInspect(e *env, args []string) int {
 		return failf(e, "inspect", "%v", err)
 	}
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	// SIGHUP too: whatever ends inspect removes its socket file.
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	lc := secnet.ListenConfig{Mode: fileMode}
 	// Anyone: every peer is let in to be inspected; the policy only gives

@@ -110,6 +110,12 @@ func runProxy(e *env, args []string) int {
 		return failf(e, "proxy", "%v", err)
 	}
 
+	// From here on a signal is handled, not fatal: a SIGHUP while the
+	// proxy starts is a reload once it serves.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
 	activated, err := activatedListeners()
 	if err != nil {
 		return failf(e, "proxy", "%v", err)
@@ -175,9 +181,6 @@ func runProxy(e *env, args []string) int {
 		}
 		return up, nil
 	}, log)
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 
 	warnUpstream(log, *upstream)
 	for _, attrs := range listening {
