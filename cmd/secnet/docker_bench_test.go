@@ -93,7 +93,7 @@ func benchDockerProxy(b *testing.B, upstream string) (string, int) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() })
-	waitForFile(b, listen, func() bool { return cmd.ProcessState == nil })
+	waitForSocket(b, listen, func() bool { return cmd.ProcessState == nil })
 	return listen, cmd.Process.Pid
 }
 
