@@ -932,3 +932,71 @@ func TestPidfdSentBy(t *testing.T) {
 		t.Error("no SCM_TIMESTAMPNS: no error")
 	}
 }
+
+// TestPacketConcurrentReaders: several goroutines read one PacketConn
+// (buffers and the executable cache are shared) while a sender floods it;
+// every datagram is delivered once. Run with -race.
+func TestPacketConcurrentReaders(t *testing.T) {
+	requireLinux(t)
+	bin := peerBinary(t)
+	h := listenDgram(t, UID(os.Getuid()), Program(bin))
+	const n, readers = 2000, 4
+	var got atomic.Int64
+	done := make(chan error, readers)
+	for range readers {
+		go func() {
+			buf := make([]byte, 64)
+			for got.Load() < n {
+				h.pc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				if _, _, err := h.pc.ReadFrom(buf); err != nil {
+					if errors.Is(err, os.ErrDeadlineExceeded) {
+						continue
+					}
+					done <- err
+					return
+				}
+				got.Add(1)
+			}
+			done <- nil
+		}()
+	}
+	if err := dgramCmd(bin, h.path, "count", "SECNET_TEST_COUNT="+strconv.Itoa(n)).Run(); err != nil {
+		t.Fatal(err)
+	}
+	for range readers {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if g := got.Load(); g != n {
+		t.Errorf("%d datagrams read, want %d", g, n)
+	}
+	select {
+	case rej := <-h.rejected:
+		t.Errorf("rejected: %v", rej)
+	default:
+	}
+}
+
+// TestPacketNoCredentials: a datagram without SCM_CREDENTIALS, or with
+// control data the kernel truncated, fails every rule.
+func TestPacketNoCredentials(t *testing.T) {
+	v := newVerifier([]Rule{Anyone()})
+	var s packetSys
+	for _, tc := range []struct {
+		name  string
+		m     control
+		flags int
+		want  string
+	}{
+		{"none", control{pidfd: -1}, 0, "no SCM_CREDENTIALS"},
+		{"truncated", control{pidfd: -1, hasCred: true, cred: unix.Ucred{Pid: 1}}, unix.MSG_CTRUNC, "MSG_CTRUNC"},
+	} {
+		var p Peer
+		s.sender(&tc.m, tc.flags, attrAll, &p)
+		rej := v.check(&evaluation{p: &p})
+		if rej == nil || !strings.Contains(rej.Error(), tc.want) {
+			t.Errorf("%s: %v, want a rejection naming %s", tc.name, rej, tc.want)
+		}
+	}
+}
