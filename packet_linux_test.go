@@ -36,6 +36,7 @@ func init() {
 //	realuid  set the real uid to 1234 (keeping effective uid 0), then send
 //	rights   send "hello" with SECNET_TEST_FDS copies of fd 3 (SCM_RIGHTS), exit
 //	count    send SECNET_TEST_COUNT datagrams, each with a copy of fd 0, exit
+//	         (with SECNET_TEST_HOLD set: print "sent", wait for stdin to close)
 //	flood    send 64-byte datagrams until sending fails
 //	hold-none  send nothing: print "running", wait for stdin to close
 func runDgram() int {
@@ -109,6 +110,10 @@ func runDgram() int {
 			if err := unix.Sendmsg(fd, hello, oob, to, 0); err != nil {
 				return fail("send", err)
 			}
+		}
+		if os.Getenv("SECNET_TEST_HOLD") != "" {
+			fmt.Println("sent")
+			io.Copy(io.Discard, os.Stdin) // alive until the test has read
 		}
 	case "flood":
 		msg := make([]byte, 64)
@@ -943,10 +948,11 @@ func TestPacketConcurrentReaders(t *testing.T) {
 	const n, readers = 2000, 4
 	var got atomic.Int64
 	done := make(chan error, readers)
+	end := time.Now().Add(60 * time.Second)
 	for range readers {
 		go func() {
 			buf := make([]byte, 64)
-			for got.Load() < n {
+			for got.Load() < n && time.Now().Before(end) {
 				h.pc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 				if _, _, err := h.pc.ReadFrom(buf); err != nil {
 					if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -960,9 +966,9 @@ func TestPacketConcurrentReaders(t *testing.T) {
 			done <- nil
 		}()
 	}
-	if err := dgramCmd(bin, h.path, "count", "SECNET_TEST_COUNT="+strconv.Itoa(n)).Run(); err != nil {
-		t.Fatal(err)
-	}
+	// The sender stays until every datagram is read: one read after it
+	// exited would fail the Program rule.
+	sender := sendDgram(t, bin, h.path, "count", nil, "SECNET_TEST_COUNT="+strconv.Itoa(n), "SECNET_TEST_HOLD=1")
 	for range readers {
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -971,6 +977,7 @@ func TestPacketConcurrentReaders(t *testing.T) {
 	if g := got.Load(); g != n {
 		t.Errorf("%d datagrams read, want %d", g, n)
 	}
+	sender.stdin.Close()
 	select {
 	case rej := <-h.rejected:
 		t.Errorf("rejected: %v", rej)
