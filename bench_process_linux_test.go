@@ -153,10 +153,14 @@ func BenchmarkConnCycleProcess(b *testing.B) {
 	variants := []struct {
 		name  string
 		rules []Rule // nil: plain net.Listener
+		lc    ListenConfig
 	}{
-		{"plain", nil},
-		{"uid", []Rule{UID(os.Geteuid())}},
-		{"program", []Rule{Program(bin)}},
+		{"plain", nil, ListenConfig{}},
+		{"uid", []Rule{UID(os.Geteuid())}, ListenConfig{}},
+		{"program", []Rule{Program(bin)}, ListenConfig{}},
+		// The same, verified in Accept as before the pipeline: what the
+		// pipeline's handoffs cost.
+		{"program-inline", []Rule{Program(bin)}, ListenConfig{neverPipeline: true}},
 	}
 	for _, g := range []int{1, 8} {
 		for _, v := range variants {
@@ -167,7 +171,7 @@ func BenchmarkConnCycleProcess(b *testing.B) {
 				if v.rules == nil {
 					ln, err = net.Listen("unix", path)
 				} else {
-					ln, err = Listen("unix", path, v.rules...)
+					ln, err = v.lc.Listen(b.Context(), "unix", path, v.rules...)
 				}
 				if err != nil {
 					b.Fatal(err)

@@ -92,8 +92,10 @@ type ListenConfig struct {
 	VerifyTimeout time.Duration
 
 	// alwaysPipeline makes the listener use the pipeline even for rules
-	// that are verified inline (tests of the pipeline set it).
-	alwaysPipeline bool
+	// that are verified inline (tests of the pipeline set it), and
+	// neverPipeline verifies every rule inline in Accept, as secnet did
+	// before the pipeline (benchmarks compare the two).
+	alwaysPipeline, neverPipeline bool
 }
 
 // Listen announces on the Unix socket address and returns a listener that
@@ -128,7 +130,7 @@ func (lc *ListenConfig) newListener(inner net.Listener, v verifier, file *socket
 	if len(v.hs) > 0 {
 		v.server = listenerServer(inner)
 	}
-	l := &Listener{inner: inner, v: v, file: file, inline: v.err == nil && v.cannotWait() && !lc.alwaysPipeline}
+	l := &Listener{inner: inner, v: v, file: file, inline: v.err == nil && (v.cannotWait() && !lc.alwaysPipeline || lc.neverPipeline)}
 	l.SetRejected(lc.Rejected)
 	l.p = newPipeline(l, lc.pipelineConfig())
 	return l
