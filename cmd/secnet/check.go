@@ -35,7 +35,7 @@ per key, and a peer must pass every rule of every table:
 Keys: uid, gid, ingroup (an integer or an array of them); user, group
 (names); program (absolute paths); label, cgroup (patterns); unit;
 sameuser = true; anyone = true; allof, anyof (arrays of tables); not (a
-table). The project's docs/policy.md describes every key.`
+table). 'go doc github.com/secnet/secnet/policy' describes every key.`
 
 // checkResult is the --json output of check, with or without --pid.
 type checkResult struct {
