@@ -25,6 +25,11 @@ type verifyCtx struct {
 	err      error
 	done     chan struct{} // closed when err is set; replaced after
 	funcs    []func()      // AfterFunc functions, run when err is set
+
+	// running counts the AfterFunc functions started and not returned:
+	// they read Err (a child context's cancel does), so end waits for
+	// them before it resets err for the next verification.
+	running sync.WaitGroup
 }
 
 // begin starts the verification of c.
@@ -45,6 +50,10 @@ func (x *verifyCtx) begin(c net.Conn) {
 // end ends the verification and reports whether the context was done
 // before it ended (the connection was aborted then).
 func (x *verifyCtx) end() (aborted bool) {
+	x.mu.Lock()
+	x.active = false // no finish starts from now on
+	x.mu.Unlock()
+	x.running.Wait()
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.timer != nil {
@@ -91,11 +100,16 @@ func (x *verifyCtx) finish(err error) {
 	}
 	funcs, c := x.funcs, x.conn
 	x.funcs = nil
+	for _, f := range funcs {
+		if f != nil {
+			x.running.Add(1)
+		}
+	}
 	x.mu.Unlock()
 	abortConn(c)
 	for _, f := range funcs {
 		if f != nil {
-			go f()
+			go func() { defer x.running.Done(); f() }()
 		}
 	}
 }
@@ -132,8 +146,9 @@ func (x *verifyCtx) Value(any) any { return nil }
 func (x *verifyCtx) AfterFunc(f func()) (stop func() bool) {
 	x.mu.Lock()
 	if x.err != nil {
+		x.running.Add(1)
 		x.mu.Unlock()
-		go f()
+		go func() { defer x.running.Done(); f() }()
 		return func() bool { return false }
 	}
 	i := len(x.funcs)
