@@ -49,11 +49,14 @@
 // so it must be safe for concurrent use.
 //
 // Rules that read only what the kernel captured at connect (UID, GID,
-// InGroup, SameUser, User, Group, Label, Anyone, and AnyOf, AllOf and Not
-// of them, but a Not of an id rule, which reads the peer's namespaces)
-// cannot wait on anything a peer controls: a listener with only such
-// rules verifies inline in Accept, which costs a getsockopt or two and
-// no handoff between goroutines, and uses none of the pipeline's knobs.
+// InGroup, SameUser, User, Group, Label, Anyone), the executable (Program)
+// or the namespaces (OnHost, SameNamespaces, Not of an id rule), and
+// AnyOf, AllOf and Not of them, cannot wait on anything a peer controls:
+// the executable's statx answers from the kernel's inode cache without
+// asking a FUSE or NFS server. A listener with only such rules verifies
+// inline in Accept, which costs their system calls and no handoff
+// between goroutines, and uses none of the pipeline's knobs. Cgroup,
+// Unit, ProgramDigest, RuleFunc and handshakes go through the pipeline.
 //
 // # What each rule proves
 //

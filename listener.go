@@ -243,11 +243,10 @@ func (l *Listener) AcceptSecure() (*SecureConn, error) {
 	}
 }
 
-// acceptInline is AcceptSecure for rules that read only what the kernel
-// captured at connect (see verifier.cannotWait): their verification is a
-// few getsockopt calls that no peer can slow down, cheaper than handing
-// the connection to a worker and back, so it runs on the goroutine that
-// called Accept.
+// acceptInline is AcceptSecure for rules that read only what no peer can
+// delay (see verifier.cannotWait): their verification is a few system
+// calls, cheaper than handing the connection to a worker and back, so it
+// runs on the goroutine that called Accept.
 func (l *Listener) acceptInline() (*SecureConn, error) {
 	for {
 		c, err := l.inner.Accept()

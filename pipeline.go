@@ -24,16 +24,24 @@ const (
 // kernel rather than computes.
 func defaultWorkers() int { return max(16, 4*runtime.GOMAXPROCS(0)) }
 
-// kernelAttrs are the attributes the kernel captured at connect and
-// reads back without waiting on anything: getsockopt on the socket.
-const kernelAttrs = attrCred | attrGroups | attrLabel
+// inlineAttrs are the attributes whose reading no peer can delay: what
+// the kernel captured at connect and gives back for the socket
+// (getsockopt), and from /proc through the peer's pidfd its executable
+// and its namespaces. readlink of /proc/<pid>/exe builds the path from
+// the kernel's dentries without asking the file system, the statx of it
+// answers from the inode cache (AT_STATX_DONT_SYNC: a FUSE or NFS server,
+// which the peer may run, is not asked; TestProgramOnStalledFUSE), and
+// /proc/<pid>/ns/* are links to nsfs. The cgroup file and a digest (which
+// opens and reads the executable) are left to the workers.
+const inlineAttrs = sockAttrs | attrProgram | attrNamespaces
 
-// cannotWait reports whether verifying a peer under v can never wait: the
-// rules read only kernelAttrs, and none talks to the peer. (User and Group
-// may ask NSS for a name that is not cached; that wait is the system's,
-// not the peer's, and every peer would wait for it alike.)
+// cannotWait reports whether verifying a peer under v can never wait on
+// something a peer controls: the rules read only inlineAttrs, and none
+// talks to the peer. (User and Group may ask NSS for a name that is not
+// cached; that wait is the system's, not the peer's, and every peer would
+// wait for it alike. RuleFunc reads the cgroup, so it runs in a worker.)
 func (v *verifier) cannotWait() bool {
-	return v.need&^kernelAttrs == 0 && len(v.hs) == 0
+	return v.need&^inlineAttrs == 0 && len(v.hs) == 0
 }
 
 // pipelineConfig is the pipeline's knobs with the defaults applied.

@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -80,4 +82,70 @@ func TestProgramDigestRefusesFUSE(t *testing.T) {
 	// The same file, run from the directory bindfs serves, passes.
 	startClient(t, filepath.Join(src, "peer"), h.path, "talk", nil)
 	h.mustAccept(t)
+}
+
+// TestProgramOnStalledFUSE runs a peer whose executable is on a FUSE
+// mount, then stops the FUSE daemon (SIGSTOP: every request to it waits):
+// a Program rule, which the listener verifies on Accept's goroutine,
+// still decides that peer without asking the daemon (the statx of
+// /proc/<pid>/exe answers from the inode cache), and the next, allowed,
+// peer is accepted.
+func TestProgramOnStalledFUSE(t *testing.T) {
+	requireRoot(t)
+	bindfs, err := exec.LookPath("bindfs")
+	if err != nil {
+		t.Skip("needs bindfs (package bindfs) to mount a FUSE file system")
+	}
+	dir := sockDir(t)
+	src, mnt := filepath.Join(dir, "src"), filepath.Join(dir, "mnt")
+	for _, d := range []string{src, mnt} {
+		if err := os.Mkdir(d, 0755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	local := filepath.Join(src, "peer")
+	if err := copyExecutable(local); err != nil {
+		t.Fatal(err)
+	}
+	daemon := exec.Command(bindfs, "-f", src, mnt)
+	if err := daemon.Start(); err != nil {
+		t.Skip("bindfs:", err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if stopped {
+			daemon.Process.Signal(syscall.SIGCONT)
+		}
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		daemon.Process.Kill()
+		daemon.Wait()
+	})
+	var fs unix.Statfs_t
+	for deadline := time.Now().Add(10 * time.Second); unix.Statfs(mnt, &fs) != nil || fs.Type != unix.FUSE_SUPER_MAGIC; {
+		if time.Now().After(deadline) {
+			t.Skip("bindfs did not mount within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h := listen(t, Program(local))
+	if !h.ln.inline {
+		t.Fatal("a Program rule is not verified inline")
+	}
+	onFUSE := startClient(t, filepath.Join(mnt, "peer"), h.path, "hold", nil)
+	if got := onFUSE.line(t); got != "connected" {
+		t.Fatalf("peer on FUSE: %q", got)
+	}
+	if err := daemon.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
+	time.Sleep(1500 * time.Millisecond) // past the kernel's cache of the file's attributes (1 s)
+	rej := h.mustReject(t)
+	if !strings.Contains(rej.Error(), "is not "+local) {
+		t.Errorf("peer on FUSE: %v, want rejected as another program", rej)
+	}
+	startClient(t, local, h.path, "talk", nil)
+	h.mustAccept(t)
+	daemon.Process.Signal(syscall.SIGCONT)
+	stopped = false
 }
