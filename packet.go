@@ -75,6 +75,10 @@ func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address strin
 //     close it.
 //   - Label sees the label the kernel attached at send time.
 //
+// The rules run on the goroutine that reads, one datagram at a time: a
+// ProgramDigest rule hashes an executable it has not seen before (or
+// that changed) there, which delays the datagrams behind it.
+//
 // Rules that need only what the datagram carries (the ids, the label) are
 // applied first: a sender they reject costs no /proc read, and the other
 // rules are listed in RejectError.NotEvaluated. A datagram whose control

@@ -40,10 +40,11 @@ type packetSys struct {
 // sender pid, so that repeated datagrams from a process cost a statx of
 // /proc/<pid>/exe (the file identity the Program rule compares) instead of
 // a readlink and a statx. An entry is used only when the statx finds the
-// very file it was read for (device, inode and birth time): an execve, or a pid reused by a process that
-// runs another file, reads afresh. (A reused pid whose process runs the
-// same file gets the same answer, which is right for that file; only its
-// path string is the one the first process's mount namespace showed.)
+// very file it was read for (device, inode and birth time): an execve, or
+// a pid reused by a process that runs another file, reads afresh. (A
+// reused pid whose process runs the same file gets the same answer, which
+// is right for that file; only its path string is the one the first
+// process's mount namespace showed.)
 type exeCache struct {
 	mu sync.Mutex
 	m  map[int]exeEntry

@@ -3,6 +3,8 @@ package secnet
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -301,6 +303,20 @@ func TestPacketProcessRules(t *testing.T) {
 		if rej := h.mustReject(t); rej.Peer.Program != other {
 			t.Errorf("rejected %v, want the copy %s", &rej.Peer, other)
 		}
+	})
+	t.Run("program digest", func(t *testing.T) {
+		b, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(b)
+		h := listenDgram(t, Program(bin), ProgramDigest("sha256:"+hex.EncodeToString(sum[:])))
+		sendDgram(t, bin, h.path, "send", nil).line(t)
+		if _, peer := h.mustRead(t); peer.ProgramSHA256 != hex.EncodeToString(sum[:]) {
+			t.Errorf("digest %q, want %x", peer.ProgramSHA256, sum)
+		}
+		sendDgram(t, otherBinary(t), h.path, "send", nil).line(t)
+		h.mustReject(t)
 	})
 	t.Run("fallback without SO_PASSPIDFD", func(t *testing.T) {
 		h := listenDgramWithOpts(t, &ListenConfig{}, readOptions{noPeerPidfd: true}, Program(bin))
