@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/http"
 
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -302,5 +304,44 @@ func TestHTTPProxyBodiesAndUpstreamDown(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), `"message":"secnet: the upstream failed: `) {
 		t.Fatalf("upstream down: %d %q", res.StatusCode, b)
+	}
+}
+
+// TestHTTPProxyReload: secnet proxy with routes; after SIGHUP the next
+// request of a connection already open is decided by the new routes.
+func TestHTTPProxyReload(t *testing.T) {
+	up, _ := routesUpstream(t)
+	const before = "[[rule]]\nanyone = true\n\n[[route]]\nname = \"hello\"\nmatch = \"GET /hello\"\n"
+	p, sock := startProxy(t, up, before)
+	polFile := p.cmd.Args[slices.Index(p.cmd.Args, "--policy")+1]
+	client := unixClient(sock)
+	get := func(path string) int {
+		t.Helper()
+		res, err := client.Get("http://x" + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if get("/hello") != 200 || get("/echo") != 403 {
+		t.Fatal("before the reload: want GET /hello allowed, GET /echo refused")
+	}
+	after := "[[rule]]\nanyone = true\n\n[[route]]\nname = \"all\"\nmatch = \"/\"\n"
+	if err := os.WriteFile(polFile, []byte(after), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	if rec := p.waitLog(t, "policy reloaded", 1); fmt.Sprint(rec["http_routes"]) != "[all]" {
+		t.Errorf("reload log: %v, want http_routes [all]", rec)
+	}
+	if get("/echo") != 200 {
+		t.Fatal("after the reload: GET /echo refused")
+	}
+	p.waitLog(t, "request", 3) // written after the response
+	recs := p.logs("request")
+	if len(p.logs("allowed")) != 1 || len(recs) != 3 || recs[2]["route"] != "all" || recs[2].peer()["pid"] != recs[0].peer()["pid"] {
+		t.Errorf("want three requests on one connection, the last decided by route all: %v", recs)
 	}
 }
