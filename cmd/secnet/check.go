@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -35,7 +36,12 @@ per key, and a peer must pass every rule of every table:
 Keys: uid, gid, ingroup (an integer or an array of them); user, group
 (names); program (absolute paths); label, cgroup (patterns); unit;
 sameuser = true; anyone = true; allof, anyof (arrays of tables); not (a
-table). 'go doc github.com/secnet/secnet/policy' describes every key.`
+table).
+
+[[route]] tables (name, match = HTTP patterns, and rule keys) make
+secnet proxy decide each HTTP request; check lists them (in --json:
+routes and version_prefix). 'go doc github.com/secnet/secnet/policy'
+describes every key.`
 
 // checkResult is the --json output of check, with or without --pid.
 type checkResult struct {
@@ -46,6 +52,16 @@ type checkResult struct {
 	Line    int      `json:"line,omitempty"`
 	Key     string   `json:"key,omitempty"`
 	Process *report  `json:"process"` // nil without --pid
+	// Routes are the [[route]] tables, when the policy has some.
+	Routes        []routeReport `json:"routes,omitempty"`
+	VersionPrefix string        `json:"version_prefix,omitempty"`
+}
+
+// routeReport is a [[route]] table in the output of check.
+type routeReport struct {
+	Name  string   `json:"name"`
+	Match []string `json:"match"`
+	Rules []string `json:"rules"` // empty: every peer that passes the policy's rules
 }
 
 func runCheck(e *env, args []string) int {
@@ -79,6 +95,16 @@ func runCheck(e *env, args []string) int {
 		return failf(e, "check", "%v", err)
 	}
 	res.Rules = strings.Split(pol.String(), "\n")
+	if rt := pol.Router(); rt != nil {
+		res.VersionPrefix = rt.VersionPrefix()
+		for _, r := range rt.Routes() {
+			cr := routeReport{Name: r.Name, Match: r.Match, Rules: []string{}}
+			for _, rule := range r.Rules {
+				cr.Rules = append(cr.Rules, rule.String())
+			}
+			res.Routes = append(res.Routes, cr)
+		}
+	}
 	if !pidSet {
 		if *asJSON {
 			json.NewEncoder(e.stdout).Encode(res)
@@ -87,6 +113,7 @@ func runCheck(e *env, args []string) int {
 			for _, r := range res.Rules {
 				fmt.Fprintf(e.stdout, "  %s\n", r)
 			}
+			printRoutes(e.stdout, &res)
 		}
 		return exitOK
 	}
@@ -142,4 +169,26 @@ func processExists(pid int) bool {
 		return signalZero(pid)
 	}
 	return false
+}
+
+// printRoutes lists the routes of a policy that has some.
+func printRoutes(w io.Writer, res *checkResult) {
+	if res.Routes == nil {
+		return
+	}
+	fmt.Fprintf(w, "HTTP: each request is decided by the route of the most specific pattern that matches it")
+	if res.VersionPrefix != "" {
+		fmt.Fprintf(w, " (matched without a leading %s)", res.VersionPrefix)
+	}
+	fmt.Fprintf(w, "; no match is refused:\n")
+	for _, r := range res.Routes {
+		who := "every peer that passes the rules above"
+		if len(r.Rules) > 0 {
+			who = strings.Join(r.Rules, " and ")
+		}
+		fmt.Fprintf(w, "  route %q, for %s:\n", r.Name, who)
+		for _, m := range r.Match {
+			fmt.Fprintf(w, "    %s\n", m)
+		}
+	}
 }

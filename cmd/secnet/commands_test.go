@@ -282,3 +282,19 @@ func TestHelpVersionUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckRoutes: check lists a policy's routes, as text and as JSON.
+func TestCheckRoutes(t *testing.T) {
+	const name = "../../policy/testdata/policies/routes.toml"
+	stdout, stderr, status := runSecnet(t, "check", "--policy", name)
+	if status != exitOK || !strings.Contains(stdout, `route "read", for anyof(uid(0), gid(0)):`+"\n    GET /items/\n") ||
+		!strings.Contains(stdout, "matched without a leading /api/v{version}") {
+		t.Errorf("check: status %d\n%s%s", status, stdout, stderr)
+	}
+	stdout, _, _ = runSecnet(t, "check", "--json", "--policy", name)
+	var res checkResult
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || len(res.Routes) != 3 || res.Routes[2].Name != "write" ||
+		res.Routes[2].Rules[0] != "uid(0)" || len(res.Routes[0].Rules) != 0 || res.VersionPrefix != "/api/v{version}" {
+		t.Errorf("check --json: %v, %+v", err, res)
+	}
+}
