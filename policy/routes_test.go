@@ -208,3 +208,27 @@ func TestDockerPolicy(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRouterDecide decides a request of the Docker API against a
+// router of the size of contrib/policies/docker.toml.
+func BenchmarkRouterDecide(b *testing.B) {
+	var match []string
+	for _, p := range []string{"_ping", "version", "info", "events", "containers/json", "images/json", "networks", "volumes"} {
+		match = append(match, "GET /"+p)
+	}
+	for _, p := range []string{"json", "logs", "top", "stats"} {
+		match = append(match, "GET /containers/{id}/"+p)
+	}
+	rt, err := NewRouter([]Route{{Name: "look", Match: match}, {Name: "root", Match: []string{"/"}}}, "/v{version}")
+	if err != nil {
+		b.Fatal(err)
+	}
+	u, _ := url.ParseRequestURI("/v1.41/containers/0123456789ab/logs")
+	r := &http.Request{Method: "GET", URL: u}
+	b.ReportAllocs()
+	for b.Loop() {
+		if route, _, _ := rt.Decide(r); route == nil || route.Name != "look" {
+			b.Fatal("wrong route")
+		}
+	}
+}
