@@ -263,5 +263,6 @@
 // Peer verification is implemented for Linux. The package builds on other
 // Unix systems, where every peer is rejected with an error that names the
 // operating system, and where ListenConfig's Mode, Owner and Group are an
-// error (bind there does not honour a mode set before it).
+// error (bind there does not honour a mode set before it). ListenPacket
+// fails there, naming the operating system.
 package secnet

@@ -33,7 +33,9 @@ type ListenConfig struct {
 	// connection: one of the verification workers, or the listener's
 	// accept goroutine (ErrTooManyPending). Calls may be concurrent, so it
 	// must be safe for concurrent use, and it should be quick (log and
-	// return): a worker that is in Rejected verifies nothing else.
+	// return): a worker that is in Rejected verifies nothing else. For
+	// ListenPacket it is called for each datagram that fails, on the
+	// goroutine that was reading.
 	Rejected func(*RejectError)
 
 	// Control, when not nil, is called on the listening socket before
