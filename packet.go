@@ -70,8 +70,9 @@ func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address strin
 //     is read: they see the process as it is then (a sender that called
 //     execve after sending is seen with its new executable), and a sender
 //     that has exited fails them with ErrPeerExited. Before Linux 6.5 the
-//     pidfd comes from pidfd_open of the pid, checked against the
-//     process's start time, which narrows the pid-reuse race but does not
+//     pidfd comes from pidfd_open of the pid, and the process must have
+//     started no later than the datagram was sent (SCM_TIMESTAMPNS), which
+//     narrows the pid-reuse race to about two clock ticks but does not
 //     close it.
 //   - Label sees the label the kernel attached at send time.
 //
