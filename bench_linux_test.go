@@ -2,6 +2,7 @@ package secnet
 
 import (
 	"context"
+	"encoding/hex"
 	"net"
 	"os"
 	"path/filepath"
@@ -130,6 +131,35 @@ func BenchmarkIdentity(b *testing.B) {
 			for b.Loop() {
 				if _, rej := v.verify(context.Background(), uc); rej != nil {
 					b.Fatal(rej)
+				}
+			}
+		})
+	}
+	// Early verdicts: the uid settles each, and the costlier rule is not
+	// evaluated (no pidfd, no /proc, no hash).
+	self, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wrong [64]byte
+	for _, tc := range []struct {
+		name   string
+		rules  []Rule
+		accept bool
+	}{
+		{"verify-program", []Rule{Program(self)}, true},
+		{"verify-uid-program-reject", []Rule{UID(os.Geteuid() + 1), Program(self)}, false},
+		{"verify-anyof-uid-digest", []Rule{AnyOf(UID(os.Geteuid()), ProgramDigest(hex.EncodeToString(wrong[:32])))}, true},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			v := newVerifier(tc.rules)
+			for b.Loop() {
+				sc, rej := v.verify(context.Background(), uc)
+				if (rej == nil) != tc.accept {
+					b.Fatal(rej)
+				}
+				if sc != nil && sc.id.peer.known&attrDigest != 0 {
+					b.Fatal("hashed")
 				}
 			}
 		})
