@@ -676,3 +676,31 @@ func TestInspectSIGHUP(t *testing.T) {
 		t.Errorf("socket file after SIGHUP: %v", err)
 	}
 }
+
+// TestSystemdUnits checks the unit files of contrib/systemd with
+// systemd-analyze verify (an instance of each, the service pointing at
+// the secnet built for the tests): no unknown key, no bad value.
+func TestSystemdUnits(t *testing.T) {
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze is not installed (package systemd; CI installs it)")
+	}
+	dir := t.TempDir()
+	var units []string
+	for _, name := range []string{"secnet-proxy@.socket", "secnet-proxy@.service"} {
+		b, err := os.ReadFile(filepath.Join("../../contrib/systemd", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := strings.ReplaceAll(string(b), "/usr/local/bin/secnet", secnetBin)
+		unit := filepath.Join(dir, strings.Replace(name, "@.", "@test.", 1))
+		if err := os.WriteFile(unit, []byte(text), 0644); err != nil {
+			t.Fatal(err)
+		}
+		units = append(units, unit)
+	}
+	out, err := exec.Command(sa, append([]string{"verify", "--man=no"}, units...)...).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
