@@ -383,8 +383,14 @@ func TestPacketSenderExited(t *testing.T) {
 	h := listenDgram(t, UID(os.Getuid()))
 	p := sendDgram(t, bin, h.path, "exit", nil)
 	p.wait(t) // exited and reaped
-	if _, peer := h.mustRead(t); peer.PID != p.cmd.Process.Pid || peer.UID != os.Getuid() {
+	_, peer := h.mustRead(t)
+	if peer.PID != p.cmd.Process.Pid || peer.UID != os.Getuid() {
 		t.Errorf("peer %v, want pid %d uid %d", &peer, p.cmd.Process.Pid, os.Getuid())
+	}
+	// ReadFromPeer delivers it (the rule passed), and says what it could
+	// not read.
+	if err := peer.Err(); !errors.Is(err, ErrPeerExited) || peer.Program != "" {
+		t.Errorf("peer.Err() = %v, program %q; want ErrPeerExited and no program", err, peer.Program)
 	}
 
 	for _, r := range []Rule{Program(bin), InGroup(0), OnHost(), Cgroup("*")} {
