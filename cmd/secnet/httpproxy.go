@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,7 +49,8 @@ const (
 // router() allow over connections from dial; router is called for each
 // request, so that a reloaded policy applies from the next request on.
 // It serves the connections passed to serveConn until shutdown.
-func newHTTPProxy(router func() *policy.Router, dial func(ctx context.Context) (net.Conn, error), log *slog.Logger) *httpProxy {
+// idle, when not 0, replaces idleTimeout.
+func newHTTPProxy(router func() *policy.Router, dial func(ctx context.Context) (net.Conn, error), log *slog.Logger, idle time.Duration) *httpProxy {
 	h := &httpProxy{router: router, dial: dial, log: log, queue: newConnQueue(), served: make(chan struct{})}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -67,7 +69,7 @@ func newHTTPProxy(router func() *policy.Router, dial func(ctx context.Context) (
 		Handler:           h,
 		ConnContext:       withHTTPConn,
 		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
+		IdleTimeout:       cmp.Or(idle, idleTimeout),
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	go func() {

@@ -47,7 +47,7 @@ func startHTTPProxy(t testing.TB, routes []policy.Route, prefix, upstream string
 	h := newHTTPProxy(func() *policy.Router { return rt }, func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", upstream)
-	}, log)
+	}, log, 0)
 	go func() {
 		for {
 			c, err := ln.AcceptSecure()
@@ -343,5 +343,25 @@ func TestHTTPProxyReload(t *testing.T) {
 	recs := p.logs("request")
 	if len(p.logs("allowed")) != 1 || len(recs) != 3 || recs[2]["route"] != "all" || recs[2].peer()["pid"] != recs[0].peer()["pid"] {
 		t.Errorf("want three requests on one connection, the last decided by route all: %v", recs)
+	}
+}
+
+// TestHTTPProxyIdleTimeout: with routes, --idle-timeout closes a
+// kept-alive connection that sends no next request.
+func TestHTTPProxyIdleTimeout(t *testing.T) {
+	up, _ := routesUpstream(t)
+	_, sock := startProxy(t, up, "[[rule]]\nanyone = true\n\n[[route]]\nname = \"all\"\nmatch = \"/\"\n", "--idle-timeout", "200ms")
+	c := dial(t, sock)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != 200 || res.Close {
+		t.Fatalf("response %v, %v; want 200 on a kept-alive connection", res, err)
+	}
+	io.Copy(io.Discard, res.Body)
+	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("after the response: read %d, %v; want the proxy to close the idle connection", n, err)
 	}
 }

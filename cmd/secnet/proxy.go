@@ -180,7 +180,7 @@ func runProxy(e *env, args []string) int {
 			return nil, err // a refused upstream's server: the request's log line says why
 		}
 		return up, nil
-	}, log)
+	}, log, *idleTimeout)
 
 	warnUpstream(log, *upstream)
 	for _, attrs := range listening {
