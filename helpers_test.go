@@ -49,6 +49,7 @@ var childRoles = map[string]func() int{}
 // runClient connects to sock. Modes:
 //
 //	talk  write "ping", print what comes back ("pong" or "closed")
+//	announce  print "connected", then talk
 //	wait  read a line from stdin, then talk
 //	exit  connect and exit at once
 //	hold  connect, print "connected", wait for stdin to close
@@ -68,6 +69,8 @@ func runClient(sock, mode string) int {
 		fmt.Println("connected")
 		io.Copy(io.Discard, os.Stdin)
 		return 0
+	case "announce":
+		fmt.Println("connected")
 	}
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	c.Write([]byte("ping"))
