@@ -26,7 +26,9 @@ import (
 // that called Accept. ctx carries the listener's verification deadline;
 // the connection's read and write deadline follows it while fn runs and is
 // cleared afterwards (fn may set a shorter one). When the listener is
-// closed, ctx is cancelled and a blocked read returns. What fn reads is
+// closed, ctx is cancelled and a blocked read returns. fn must not keep
+// ctx or c for use after it returns (the listener reuses the context for
+// its next verification, and hands c to Accept). What fn reads is
 // consumed: the application sees what the peer sends after it. A non-nil
 // error rejects the peer, reported to Rejected under name. Several
 // handshake rules run one after the other, in the order given.
@@ -85,8 +87,8 @@ var errHandshakeCancelled = errors.New("verification was cancelled")
 // runHandshake runs fn on c with the connection's deadline following ctx,
 // and clears the deadline afterwards.
 func runHandshake(ctx context.Context, c *SecureConn, fn func(context.Context, *SecureConn) error) error {
-	if err := ctx.Err(); err != nil {
-		return handshakeContextError(ctx, err)
+	if ctx.Err() != nil {
+		return handshakeContextError(ctx)
 	}
 	if d, ok := ctx.Deadline(); ok {
 		if err := c.SetDeadline(d); err != nil {
@@ -99,11 +101,11 @@ func runHandshake(ctx context.Context, c *SecureConn, fn func(context.Context, *
 	if !stop() {
 		// ctx ended while fn ran: the deadline may be moved at this very
 		// moment, so the connection is not fit to hand on.
-		return handshakeContextError(ctx, err)
+		return handshakeContextError(ctx)
 	}
 	if err != nil {
 		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
-			return handshakeContextError(ctx, err)
+			return handshakeContextError(ctx)
 		}
 		return err
 	}
@@ -114,18 +116,14 @@ func runHandshake(ctx context.Context, c *SecureConn, fn func(context.Context, *
 }
 
 // handshakeContextError says that a handshake ran out of time
-// (ErrVerifyTimeout), or was cancelled, with what it was doing then.
-func handshakeContextError(ctx context.Context, err error) error {
-	if err == nil {
-		err = ctx.Err()
-	}
+// (ErrVerifyTimeout) or was cancelled. What fn returned then is left out:
+// at the deadline the listener shuts the connection down, so fn's error
+// (an end of stream, a timeout) describes that, not the peer.
+func handshakeContextError(ctx context.Context) error {
 	if errors.Is(ctx.Err(), context.Canceled) {
-		return fmt.Errorf("%w: %w", errHandshakeCancelled, err)
+		return fmt.Errorf("%w: the handshake was cut off", errHandshakeCancelled)
 	}
-	if err == nil {
-		err = os.ErrDeadlineExceeded
-	}
-	return fmt.Errorf("%w: %w", ErrVerifyTimeout, err)
+	return fmt.Errorf("%w: the handshake was cut off", ErrVerifyTimeout)
 }
 
 // The shared-secret exchange, version 1 (docs/handshake.md has it byte by
