@@ -861,3 +861,50 @@ func TestSharedSecretSilentClient(t *testing.T) {
 		t.Fatal("the silent client was not rejected within 20s")
 	}
 }
+
+// Handshakes that derive contexts from ctx and are cut off at the
+// deadline, many times over: the listener's reused context must look done
+// to the context package for as long as it calls back (a context that
+// turned back to not done made it panic).
+func TestHandshakeDeadlineStress(t *testing.T) {
+	path := filepath.Join(sockDir(t), "s")
+	var rejected atomic.Int32
+	lc := ListenConfig{VerifyTimeout: 20 * time.Millisecond, Workers: 4, WorkersPerUID: 4,
+		Rejected: func(*RejectError) { rejected.Add(1) }}
+	hs := Handshake("wait", func(ctx context.Context, c *SecureConn) error {
+		ctx2, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(ctx2, func() {})
+		defer stop()
+		_, err := c.Read(make([]byte, 1))
+		return err
+	})
+	ln, err := lc.Listen(context.Background(), "unix", path, Anyone(), hs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	const n = 200
+	for range n {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	for deadline := time.Now().Add(20 * time.Second); rejected.Load() < n && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := rejected.Load(); got != n {
+		t.Errorf("%d of %d silent peers rejected", got, n)
+	}
+}
