@@ -255,10 +255,11 @@ func (r *procRead) store(want attrs, p *Peer, err error) {
 // readProcessWith reads the attributes in want (a subset of procAttrs)
 // of a process that pin pins: pin calls read with the pid /proc lists the
 // process under and returns nil only if that pid was the process's
-// throughout (pinnedBy, for the pidfd that came with a datagram).
-func readProcessWith(want attrs, p *Peer, pin func(read func(pid int)) error) {
+// throughout (pinnedBy, for the pidfd that came with a datagram). A
+// digest is not read once ctx is done.
+func readProcessWith(ctx context.Context, want attrs, p *Peer, pin func(read func(pid int)) error) {
 	var r procRead
-	err := pin(func(pid int) { r.read(nil, pid, want, p) })
+	err := pin(func(pid int) { r.read(ctx, pid, want, p) })
 	r.store(want, p, err)
 }
 

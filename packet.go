@@ -31,7 +31,9 @@ func ListenPacket(network, address string, rules ...Rule) (*PacketConn, error) {
 // The kernel attaches the sender's credentials to every datagram (see
 // PacketConn): the rules are applied to each datagram when the
 // application reads it, on the reading goroutine. Of ListenConfig,
-// ListenPacket uses Mode, Owner, Group, Rejected and Control; the other
+// ListenPacket uses Mode, Owner, Group, Rejected and Control, and
+// VerifyTimeout to bound the hashing of an executable for a ProgramDigest
+// rule (the datagram is then rejected with ErrVerifyTimeout); the other
 // fields concern connections. Handshake rules need a connection and are
 // refused.
 func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address string, rules ...Rule) (*PacketConn, error) {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -34,6 +35,9 @@ type packetSys struct {
 	oobSize int
 	opts    readOptions
 	exes    exeCache
+	// timeout bounds the hashing of an executable for a datagram
+	// (ListenConfig.VerifyTimeout); 0: none.
+	timeout time.Duration
 }
 
 // exeCache remembers the path of the executable last read for each
@@ -101,6 +105,12 @@ const pidfdAttrs = attrGroups | procAttrs
 func listenPacket(ctx context.Context, lc *ListenConfig, network, address string, v verifier) (*PacketConn, error) {
 	pc := &PacketConn{v: v, rejected: lc.Rejected}
 	pc.sys.oobSize, pc.sys.opts = oobSize, v.opts
+	switch pc.sys.timeout = lc.VerifyTimeout; {
+	case lc.VerifyTimeout == 0:
+		pc.sys.timeout = DefaultVerifyTimeout
+	case lc.VerifyTimeout < 0:
+		pc.sys.timeout = 0
+	}
 	control := func(network, address string, c syscall.RawConn) error {
 		if lc.Control != nil {
 			if err := lc.Control(network, address, c); err != nil {
@@ -320,7 +330,15 @@ func (s *packetSys) readSender(m *control, want attrs, p *Peer) {
 		return pinErr
 	}
 	if rest := want & procAttrs &^ attrProgram; rest != 0 {
-		readProcessWith(rest, p, pin)
+		ctx := context.Background()
+		if rest&attrDigest != 0 && s.timeout > 0 {
+			// Hashing an executable not seen before stops at the
+			// deadline (ErrVerifyTimeout's cause).
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeoutCause(ctx, s.timeout, ErrVerifyTimeout)
+			defer cancel()
+		}
+		readProcessWith(ctx, rest, p, pin)
 	} else {
 		pin(func(int) {})
 	}

@@ -317,6 +317,14 @@ func TestPacketProcessRules(t *testing.T) {
 		}
 		sendDgram(t, otherBinary(t), h.path, "send", nil).line(t)
 		h.mustReject(t)
+
+		// VerifyTimeout bounds the hashing.
+		lc := &ListenConfig{VerifyTimeout: time.Nanosecond}
+		h = listenDgramWith(t, lc, filepath.Join(sockDir(t), "d"), ProgramDigest("sha256:"+hex.EncodeToString(sum[:])))
+		sendDgram(t, bin, h.path, "send", nil).line(t)
+		if rej := h.mustReject(t); !errors.Is(rej, ErrVerifyTimeout) {
+			t.Errorf("rejection %v, want ErrVerifyTimeout", rej)
+		}
 	})
 	t.Run("fallback without SO_PASSPIDFD", func(t *testing.T) {
 		h := listenDgramWithOpts(t, &ListenConfig{}, readOptions{noPeerPidfd: true}, Program(bin))
