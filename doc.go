@@ -20,8 +20,10 @@
 // as net.Conn. *SecureConn embeds *net.UnixConn, so it also implements
 // net.Conn and every method of *net.UnixConn (file descriptor passing with
 // ReadMsgUnix and WriteMsgUnix, CloseWrite, SyscallConn, ...), and adds
-// Peer. A rejection is a *RejectError, which names every rule that failed
-// and why; errors.Is(err, ErrRejected) matches it. NewListener wraps a
+// Peer. A rejection is a *RejectError, which names every rule that was
+// evaluated and failed, and why, and the rules that were not evaluated
+// because the verdict was settled without them; errors.Is(err,
+// ErrRejected) matches it. NewListener wraps a
 // listener made elsewhere (systemd socket activation, tests).
 //
 // # Verification off the Accept path

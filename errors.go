@@ -22,11 +22,13 @@ var ErrVerifyTimeout = errors.New("verification did not finish within the deadli
 var ErrTooManyPending = errors.New("too many connections of this uid waiting for verification")
 
 // RejectError reports a peer that failed verification: every rule that
-// failed, with its reason, and the identity as far as it could be read.
+// was evaluated and failed, with its reason, the rules that were not
+// evaluated, and the identity as far as it was read.
 type RejectError struct {
 	// Peer is the identity as far as it was read.
 	Peer Peer
-	// Failures lists every failed rule, in the order the rules were given.
+	// Failures lists every rule that was evaluated and failed, in the
+	// order the rules were given.
 	Failures []RuleError
 	// NotEvaluated lists the rules, as Rule.String gives them, that the
 	// listener did not evaluate because an earlier failure settled the
