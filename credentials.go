@@ -307,6 +307,10 @@ type readOptions struct {
 	// noPeerPidfd makes the Linux reader behave as on a kernel without
 	// SO_PEERPIDFD, so that the fallback can be tested on a new kernel.
 	noPeerPidfd bool
+	// noMemFile makes the reader behave as a listener without
+	// ptrace-attach access, which cannot open /proc/<pid>/mem, so that
+	// Recheck's use of /proc/<pid>/environ can be tested as root.
+	noMemFile bool
 }
 
 // identity reads the attributes of a connected Unix socket on demand and

@@ -168,7 +168,7 @@ func (id *identity) readProc(ctx context.Context, want attrs) {
 		if id.keep && h.mm.fd < 0 {
 			// Before the executable is read: Recheck sees an execve from
 			// now on.
-			h.mm, _ = openMemMap(h.pid)
+			h.mm, _ = openMemMap(h.pid, id.opts)
 		}
 		r.read(ctx, h.pid, want, p)
 		err = h.alive()

@@ -168,9 +168,19 @@ func runReexec() int {
 // loaded other code, with LD_PRELOAD say).
 func TestRecheckSeesReexec(t *testing.T) {
 	bin := peerBinary(t)
-	for _, rule := range []Rule{UID(os.Geteuid()), Program(bin)} {
-		t.Run(rule.Name(), func(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		rule  Rule
+		noMem bool // as a listener that cannot open /proc/<pid>/mem: environ
+	}{
+		{"uid", UID(os.Geteuid()), false},
+		{"program", Program(bin), false},
+		{"program/environ", Program(bin), true},
+	} {
+		rule := tc.rule
+		t.Run(tc.name, func(t *testing.T) {
 			h := keepListen(t, false, rule)
+			h.ln.v.opts.noMemFile = tc.noMem
 			cl := startPeer(t, bin, "reexec", nil, "SECNET_TEST_SOCK="+h.path)
 			c := h.mustAccept(t)
 			if s := cl.line(t); s != "connected" {

@@ -112,14 +112,16 @@ type memMap struct {
 // ptrace-read access that the executable needs anyway but tells nothing
 // about a process with an empty environment. The caller confirms through
 // the pidfd that pid still is the peer.
-func openMemMap(pid int) (memMap, error) {
-	p := procPath(pid, "mem")
-	fd, err := unix.Open(p.String(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err == nil {
-		return memMap{fd: fd, mem: true}, nil
+func openMemMap(pid int, opts readOptions) (memMap, error) {
+	if !opts.noMemFile {
+		p := procPath(pid, "mem")
+		if fd, err := unix.Open(p.String(), unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+			return memMap{fd: fd, mem: true}, nil
+		}
 	}
-	p = procPath(pid, "environ")
-	if fd, err = unix.Open(p.String(), unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+	p := procPath(pid, "environ")
+	fd, err := unix.Open(p.String(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
 		return memMap{fd: -1}, procError(p.String(), err)
 	}
 	m := memMap{fd: fd}

@@ -26,7 +26,7 @@ func (id *identity) hold() *heldPeer {
 		err = fmt.Errorf("no pidfd for the peer (pidfd_open needs Linux 5.3 or later): %w", ErrUnsupported)
 	}
 	if err == nil && h.mm.fd < 0 {
-		h.mm, err = openMemMap(h.pid)
+		h.mm, err = openMemMap(h.pid, id.opts)
 	}
 	exe := h.exe
 	if err == nil && !h.exeRead {
