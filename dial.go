@@ -136,7 +136,7 @@ func (d *Dialer) verify(ctx context.Context, v *verifier, c net.Conn) (*SecureCo
 		}
 	}
 	if d.Handshake != nil {
-		if err := runHandshake(ctx, sc, d.Handshake); err != nil {
+		if err := runHandshake(ctx, sc, d.Handshake, true); err != nil {
 			if sc != c && sc.held != nil {
 				sc.held.close()
 			}

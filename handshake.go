@@ -62,7 +62,7 @@ const defaultHandshakeTimeout = DefaultVerifyTimeout
 // every other rule.
 func (v *verifier) handshake(ctx context.Context, sc *SecureConn) *RejectError {
 	for _, r := range v.hs {
-		if err := runHandshake(ctx, sc, r.hs); err != nil {
+		if err := runHandshake(ctx, sc, r.hs, false); err != nil {
 			// The peer as far as it was read: the rules that settled the
 			// verdict early read no more than they needed.
 			return &RejectError{Peer: sc.id.load(attrCred), Failures: []RuleError{{Rule: r.name, Err: err}}}
@@ -85,27 +85,38 @@ func (v *verifier) skipHandshakes(rej *RejectError) *RejectError {
 var errHandshakeCancelled = errors.New("verification was cancelled")
 
 // runHandshake runs fn on c with the connection's deadline following ctx,
-// and clears the deadline afterwards.
-func runHandshake(ctx context.Context, c *SecureConn, fn func(context.Context, *SecureConn) error) error {
+// and clears the deadline afterwards. client says that this process is
+// the client: nothing else shuts c down at the deadline, so what fn was
+// doing then is worth saying.
+func runHandshake(ctx context.Context, c *SecureConn, fn func(context.Context, *SecureConn) error, client bool) error {
 	if ctx.Err() != nil {
-		return handshakeContextError(ctx)
+		return handshakeContextError(ctx, nil)
 	}
-	if d, ok := ctx.Deadline(); ok {
-		if err := c.SetDeadline(d); err != nil {
+	deadline, hasDeadline := ctx.Deadline()
+	if hasDeadline {
+		if err := c.SetDeadline(deadline); err != nil {
 			return fmt.Errorf("setting the connection's deadline: %w", err)
 		}
 	}
 	// A cancelled context (a closed listener) unblocks fn's reads too.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	err := fn(ctx, c)
+	detail := err
+	if !client {
+		// At the deadline the listener shuts c down: fn's error (an end
+		// of stream) describes that, not the peer.
+		detail = nil
+	}
 	if !stop() {
 		// ctx ended while fn ran: the deadline may be moved at this very
 		// moment, so the connection is not fit to hand on.
-		return handshakeContextError(ctx)
+		return handshakeContextError(ctx, detail)
 	}
 	if err != nil {
-		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
-			return handshakeContextError(ctx)
+		// The connection's deadline is ctx's and may pass a moment before
+		// ctx notices.
+		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) && hasDeadline && !time.Now().Before(deadline) {
+			return handshakeContextError(ctx, detail)
 		}
 		return err
 	}
@@ -116,14 +127,17 @@ func runHandshake(ctx context.Context, c *SecureConn, fn func(context.Context, *
 }
 
 // handshakeContextError says that a handshake ran out of time
-// (ErrVerifyTimeout) or was cancelled. What fn returned then is left out:
-// at the deadline the listener shuts the connection down, so fn's error
-// (an end of stream, a timeout) describes that, not the peer.
-func handshakeContextError(ctx context.Context) error {
-	if errors.Is(ctx.Err(), context.Canceled) {
-		return fmt.Errorf("%w: the handshake was cut off", errHandshakeCancelled)
+// (ErrVerifyTimeout) or was cancelled, and what it was doing then when
+// err says.
+func handshakeContextError(ctx context.Context, err error) error {
+	what := errHandshakeCancelled
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		what = ErrVerifyTimeout
 	}
-	return fmt.Errorf("%w: the handshake was cut off", ErrVerifyTimeout)
+	if err == nil {
+		return fmt.Errorf("%w: the handshake was cut off", what)
+	}
+	return fmt.Errorf("%w: the handshake was cut off: %w", what, err)
 }
 
 // The shared-secret exchange, version 1 (docs/handshake.md has it byte by

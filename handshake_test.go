@@ -908,3 +908,26 @@ func TestHandshakeDeadlineStress(t *testing.T) {
 		t.Errorf("%d of %d silent peers rejected", got, n)
 	}
 }
+
+// A client whose server never sends a challenge gives up at its deadline,
+// saying what it was waiting for.
+func TestProveSharedSecretServerSilent(t *testing.T) {
+	path := filepath.Join(sockDir(t), "s")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			defer c.Close()
+			c.Read(make([]byte, 1)) // never writes
+		}
+	}()
+	d := Dialer{Rules: []Rule{Anyone()}, Handshake: ProveSharedSecret(testKey(t)), Timeout: 200 * time.Millisecond}
+	_, err = d.DialSecure(context.Background(), "unix", path)
+	if !errors.Is(err, ErrVerifyTimeout) || !strings.Contains(err.Error(), "reading the challenge (0 of 40 bytes came)") {
+		t.Errorf("dial of a silent server: %v", err)
+	}
+}
