@@ -36,9 +36,16 @@ func startDockerd(t testing.TB) *dockerd {
 	if err != nil {
 		t.Skip("dockerd is not installed (CI installs it: apt-get install docker.io)")
 	}
-	// The CLI that came with the daemon, where there is one.
-	cli := filepath.Join(filepath.Dir(bin), "docker")
-	if _, err := os.Stat(cli); err != nil {
+	// The CLI that came with the daemon (Debian's docker.io puts dockerd
+	// in /usr/sbin and docker in /usr/bin), where there is one.
+	cli := ""
+	for _, c := range []string{filepath.Join(filepath.Dir(bin), "docker"), "/usr/bin/docker"} {
+		if _, err := os.Stat(c); err == nil {
+			cli = c
+			break
+		}
+	}
+	if cli == "" {
 		if cli, err = exec.LookPath("docker"); err != nil {
 			t.Skip("the docker CLI is not installed")
 		}
@@ -136,6 +143,17 @@ func (d *dockerd) stop(t testing.TB) {
 // The CLI is killed after a minute: docker attach ignores SIGTERM.
 func (d *dockerd) docker(t testing.TB, sock string, cred *syscall.Credential, stdin string, args ...string) (string, error) {
 	t.Helper()
+	return d.run(t, sock, cred, nil, stdin, args...)
+}
+
+// dockerEnv is docker as root with more environment variables.
+func (d *dockerd) dockerEnv(t testing.TB, sock string, env []string, args ...string) (string, error) {
+	t.Helper()
+	return d.run(t, sock, nil, env, "", args...)
+}
+
+func (d *dockerd) run(t testing.TB, sock string, cred *syscall.Credential, env []string, stdin string, args ...string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, d.cli, args...)
@@ -149,7 +167,7 @@ func (d *dockerd) docker(t testing.TB, sock string, cred *syscall.Credential, st
 	if cred != nil {
 		os.Chown(home, int(cred.Uid), int(cred.Gid))
 	}
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "DOCKER_HOST=unix://" + sock, "DOCKER_BUILDKIT=0"}
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "DOCKER_HOST=unix://" + sock, "DOCKER_BUILDKIT=0"}, env...)
 	cmd.Dir = d.dir
 	cmd.Stdin = strings.NewReader(stdin)
 	var out bytes.Buffer
@@ -287,6 +305,16 @@ func TestDockerThroughProxy(t *testing.T) {
 		os.WriteFile(filepath.Join(ctxDir, "f"), []byte("built\n"), 0o644)
 		root("", "build", "-t", "local/built", ctxDir)
 		expect(root("", "run", "--rm", "local/built", "cat", "/g"), "built\nbuilt\n", "run", "local/built")
+		// BuildKit: the context and the build go over /session and /grpc,
+		// connections upgraded to h2c.
+		bkDir := filepath.Join(d.dir, "buildkit")
+		os.MkdirAll(bkDir, 0o755)
+		os.WriteFile(filepath.Join(bkDir, "Dockerfile"), []byte("FROM local/busybox\nCOPY f /f\nRUN cat /f /f /f > /g\n"), 0o644)
+		os.WriteFile(filepath.Join(bkDir, "f"), []byte("buildkit\n"), 0o644)
+		if out, err := d.dockerEnv(t, sock, []string{"DOCKER_BUILDKIT=1"}, "build", "--network", "none", "-t", "local/bk", bkDir); err != nil {
+			t.Errorf("as root: DOCKER_BUILDKIT=1 docker build: %v\n%s", err, lastLines(out, 10))
+		}
+		expect(root("", "run", "--rm", "local/bk", "cat", "/g"), "buildkit\nbuildkit\nbuildkit\n", "run", "local/bk")
 		root("", "volume", "create", "snvol")
 		root("", "volume", "rm", "snvol")
 	})
