@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/secnet/secnet"
 )
@@ -138,4 +140,46 @@ func ExampleDial() {
 	// Output:
 	// server verified
 	// refused: true
+}
+
+// The verification pipeline's knobs: how many peers are verified at once,
+// how many of those one uid may hold, how many verified connections may
+// wait for Accept, and how long one verification may take. Here a
+// handshake waits for the peer to speak first; a peer that stays silent
+// is rejected at the deadline, without delaying anyone else.
+func ExampleListenConfig_NewListener() {
+	dir, err := os.MkdirTemp("", "sn")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	inner, err := net.Listen("unix", filepath.Join(dir, "example.sock"))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	rejected := make(chan *secnet.RejectError, 1)
+	lc := secnet.ListenConfig{
+		Workers:       32,
+		WorkersPerUID: 4,
+		QueueSize:     64,
+		VerifyTimeout: 100 * time.Millisecond,
+		Rejected:      func(e *secnet.RejectError) { rejected <- e },
+	}
+	hello := secnet.Handshake("hello", func(ctx context.Context, c *secnet.SecureConn) error {
+		_, err := io.ReadFull(c, make([]byte, 5)) // the peer speaks first
+		return err
+	})
+	ln := lc.NewListener(inner, secnet.UID(os.Geteuid()), hello)
+	defer ln.Close()
+	go ln.Accept() // returns only when the listener is closed
+
+	c, err := net.Dial("unix", inner.Addr().String()) // and says nothing
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	e := <-rejected
+	fmt.Println("deadline:", errors.Is(e, secnet.ErrVerifyTimeout))
+	// Output: deadline: true
 }
