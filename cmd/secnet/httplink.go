@@ -127,8 +127,7 @@ func (l *upstreamLink) roundTrip(req *http.Request, c net.Conn, st *reqState) (_
 		if err != nil {
 			stop()
 			if wrote != nil {
-				c.Close()
-				<-wrote
+				c.Close() // the request body's writer fails, if it is still at it
 			}
 			// The upstream closed without a word: it read the request
 			// but cannot have acted on it only if it is idempotent.
@@ -168,7 +167,7 @@ type linkBody struct {
 	c     net.Conn
 	res   *http.Response
 	stop  func() bool
-	wrote chan error // the request body's writing, when there is one
+	wrote chan error // the request body's writer's result, when there is one (buffered)
 	eof   bool
 	done  bool
 }
@@ -190,10 +189,14 @@ func (b *linkBody) Close() error {
 	stopped := b.stop()
 	keep := b.eof && stopped && !b.res.Close && !b.res.Request.Close
 	if b.wrote != nil {
-		if !keep {
-			b.c.Close() // unblocks a request body still being written
-		}
-		if werr := <-b.wrote; werr != nil {
+		// An upstream may answer before it has read the request's body.
+		// If the body is still being sent, the connection cannot carry
+		// the next request: closing it ends the writer (which is not
+		// waited for: it may be waiting for the client's body).
+		select {
+		case werr := <-b.wrote:
+			keep = keep && werr == nil
+		default:
 			keep = false
 		}
 	}

@@ -80,6 +80,7 @@ func routesUpstream(t *testing.T) (path string, gate chan struct{}) {
 		t.Fatal(err)
 	}
 	gate = make(chan struct{})
+	gone := make(chan struct{}) // closed when the test ends
 	mux := http.NewServeMux()
 	mux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from upstream\n") })
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
@@ -113,9 +114,20 @@ func routesUpstream(t *testing.T) (path string, gate chan struct{}) {
 		in, _ := io.ReadAll(brw) // to the client's half-close
 		fmt.Fprintf(c, "got %d bytes: %s", len(in), in)
 	})
+	mux.HandleFunc("POST /early", func(w http.ResponseWriter, r *http.Request) {
+		// Answers at once, reads none of the body, keeps the connection.
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 2\r\n\r\nno")
+		brw.Flush()
+		<-gone
+	})
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	t.Cleanup(func() { close(gone); srv.Close() })
 	return path, gate
 }
 
@@ -363,5 +375,22 @@ func TestHTTPProxyIdleTimeout(t *testing.T) {
 	io.Copy(io.Discard, res.Body)
 	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("after the response: read %d, %v; want the proxy to close the idle connection", n, err)
+	}
+}
+
+// TestHTTPProxyEarlyAnswer: an upstream that answers before it reads the
+// request's body (and then reads nothing) does not hang the request.
+func TestHTTPProxyEarlyAnswer(t *testing.T) {
+	up, _ := routesUpstream(t)
+	_, sock := startHTTPProxy(t, []policy.Route{{Name: "all", Match: []string{"/"}}}, "", up)
+	body := make([]byte, 16<<20) // more than the socket buffers hold
+	res, err := unixClient(sock).Post("http://x/early", "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST /early: %v", err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusRequestEntityTooLarge || string(b) != "no" {
+		t.Fatalf("POST /early: %d %q, want the upstream's 413", res.StatusCode, b)
 	}
 }
