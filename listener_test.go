@@ -415,10 +415,20 @@ func TestNoLeakAfterRejections(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("counts fds in /proc/self/fd")
 	}
+	// These rules are verified in Accept; the pipeline's workers are
+	// tested too.
+	for _, pipeline := range []bool{false, true} {
+		t.Run(map[bool]string{false: "inline", true: "pipeline"}[pipeline], func(t *testing.T) {
+			noLeakAfterRejections(t, pipeline)
+		})
+	}
+}
+
+func noLeakAfterRejections(t *testing.T, pipeline bool) {
 	var rejections int
 	var mu sync.Mutex
 	path := filepath.Join(sockDir(t), "s")
-	lc := ListenConfig{Rejected: func(*RejectError) { mu.Lock(); rejections++; mu.Unlock() }}
+	lc := ListenConfig{alwaysPipeline: pipeline, Rejected: func(*RejectError) { mu.Lock(); rejections++; mu.Unlock() }}
 	ln, err := lc.Listen(context.Background(), "unix", path, UID(os.Getuid()+4242), Program("/bin/sh"))
 	if err != nil {
 		t.Fatal(err)

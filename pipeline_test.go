@@ -42,6 +42,7 @@ func runHoldMany() int {
 	}
 	fmt.Println("connected")
 	io.Copy(io.Discard, os.Stdin)
+	runtime.KeepAlive(conns) // open until now
 	return 0
 }
 
