@@ -169,10 +169,11 @@ func (lc *ListenConfig) NewListener(inner net.Listener, rules ...Rule) *Listener
 // Accept returns each as a *SecureConn typed as net.Conn; AcceptSecure
 // returns it with its type.
 //
-// The first call of Accept (or AcceptSecure) starts the listener's
-// pipeline: a goroutine that takes connections from the inner listener,
-// and a bounded pool of goroutines that verify them (see ListenConfig
-// for its knobs). Close stops them all and waits for them.
+// Unless its rules are verified inline (see the package doc), the first
+// call of Accept (or AcceptSecure) starts the listener's pipeline: a
+// goroutine that takes connections from the inner listener, and a
+// bounded pool of goroutines that verify them (see ListenConfig for its
+// knobs). Close stops them all and waits for them.
 type Listener struct {
 	inner    net.Listener
 	v        verifier
