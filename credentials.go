@@ -337,7 +337,7 @@ type identity struct {
 func (id *identity) load(want attrs) Peer {
 	id.mu.Lock()
 	defer id.mu.Unlock()
-	id.read(nil, want)
+	id.read(context.Background(), want)
 	id.proc.release()
 	return id.peer
 }
