@@ -114,6 +114,9 @@ func routesUpstream(t *testing.T) (path string, gate chan struct{}) {
 		in, _ := io.ReadAll(brw) // to the client's half-close
 		fmt.Fprintf(c, "got %d bytes: %s", len(in), in)
 	})
+	uri := func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RequestURI) }
+	mux.HandleFunc("/uri/", uri)
+	mux.HandleFunc("/v1.41/uri/", uri)
 	mux.HandleFunc("POST /early", func(w http.ResponseWriter, r *http.Request) {
 		// Answers at once, reads none of the body, keeps the connection.
 		c, brw, err := http.NewResponseController(w).Hijack()
@@ -392,5 +395,34 @@ func TestHTTPProxyEarlyAnswer(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusRequestEntityTooLarge || string(b) != "no" {
 		t.Fatalf("POST /early: %d %q, want the upstream's 413", res.StatusCode, b)
+	}
+}
+
+// TestHTTPProxyPaths: what the upstream receives is the request target
+// that was matched, and paths that could be read two ways are refused
+// before any route is consulted.
+func TestHTTPProxyPaths(t *testing.T) {
+	up, _ := routesUpstream(t)
+	routes := []policy.Route{{Name: "uri", Match: []string{"GET /uri/"}}}
+	_, sock := startHTTPProxy(t, routes, "/v{version}", up)
+	for target, want := range map[string]string{
+		"/uri/a%20b?x=1&y=%2F": "200 /uri/a%20b?x=1&y=%2F",
+		"/v1.41/uri/c":         "200 /v1.41/uri/c",
+		"/uri/%7Euser":         "200 /uri/%7Euser",
+		"/uri/../uri/x":        "403 the path is not clean",
+		"/uri//x":              "403 the path is not clean",
+		"/v1.41/x/%2e%2e/uri/": "403 the path is not clean",
+		"/uri/a%2Fb":           "403 the path holds an encoded slash",
+		"/other":               `403 no route matches GET \"/other\"`,
+		"/v1.41/v1.40/uri/x":   `403 no route matches GET \"/v1.40/uri/x\"`,
+		"/uri/x%00y":           "403 the path holds control characters",
+	} {
+		out, st := curl(t, sock, "http://x"+target, nil, "--path-as-is", "-w", "\n%{http_code}")
+		i := strings.LastIndexByte(out, '\n')
+		body, got := out[:max(i, 0)], out[i+1:]
+		code, text, _ := strings.Cut(want, " ")
+		if st != 0 || got != code || !strings.Contains(body, text) {
+			t.Errorf("GET %s: status %s, body %q (curl %d); want %s", target, got, body, st, want)
+		}
 	}
 }
