@@ -55,10 +55,15 @@
 // or the namespaces (OnHost, SameNamespaces, Not of an id rule), and
 // AnyOf, AllOf and Not of them, cannot wait on anything a peer controls:
 // the executable's statx answers from the kernel's inode cache without
-// asking a FUSE or NFS server. A listener with only such rules verifies
-// inline in Accept, which costs their system calls and no handoff
-// between goroutines, and uses none of the pipeline's knobs. Cgroup,
-// Unit, ProgramDigest, RuleFunc and handshakes go through the pipeline.
+// asking a FUSE or NFS server. A listener whose rules read only what the
+// socket gives verifies inline in Accept, which costs their system calls
+// and no handoff between goroutines, and uses none of the pipeline's
+// knobs. So does a listener with Program or namespace rules on a machine
+// with one or two processors (GOMAXPROCS), where a handoff would cost
+// more than it gains; on more processors the workers read /proc for
+// several peers at once, so that the accept loop is not the bottleneck.
+// Cgroup, Unit, ProgramDigest, RuleFunc and handshakes always go through
+// the pipeline.
 //
 // # What each rule proves
 //

@@ -132,7 +132,7 @@ func (lc *ListenConfig) newListener(inner net.Listener, v verifier, file *socket
 	if len(v.hs) > 0 {
 		v.server = listenerServer(inner)
 	}
-	l := &Listener{inner: inner, v: v, file: file, inline: v.err == nil && (v.cannotWait() && !lc.alwaysPipeline || lc.neverPipeline)}
+	l := &Listener{inner: inner, v: v, file: file, inline: v.err == nil && (v.inline() && !lc.alwaysPipeline || lc.neverPipeline)}
 	l.SetRejected(lc.Rejected)
 	l.p = newPipeline(l, lc.pipelineConfig())
 	return l

@@ -44,6 +44,25 @@ func (v *verifier) cannotWait() bool {
 	return v.need&^inlineAttrs == 0 && len(v.hs) == 0
 }
 
+// inlineProcs is the most processors on which rules that read /proc
+// (Program, the namespaces) are verified inline. Their system calls cost
+// about 8 µs a connection; on one or two processors a handoff to a worker
+// adds CPU and gains nothing, while on more the accept loop would become
+// the bottleneck (one goroutine reading /proc for every peer), so the
+// workers verify them in parallel.
+const inlineProcs = 2
+
+// inline reports whether a listener with v verifies in Accept: its rules
+// cannot wait on a peer, and either read only what the socket gives
+// (a getsockopt or two, cheaper than a handoff) or run on a machine with
+// too few processors for parallel verification to pay (inlineProcs).
+func (v *verifier) inline() bool {
+	if !v.cannotWait() {
+		return false
+	}
+	return v.need&^sockAttrs == 0 || runtime.GOMAXPROCS(0) <= inlineProcs
+}
+
 // pipelineConfig is the pipeline's knobs with the defaults applied.
 type pipelineConfig struct {
 	workers   int           // verifications at once

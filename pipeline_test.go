@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -414,5 +415,41 @@ func setRejectedWhileAccepting(t *testing.T, lc ListenConfig) {
 	}
 	if n := a.Load() + b.Load(); n != 200 {
 		t.Errorf("%d rejections reported, want 200", n)
+	}
+}
+
+// TestInlineDecision checks which listeners verify in Accept: rules that
+// read only the socket always, rules that read /proc only with one or two
+// processors, rules that can wait on a peer never.
+func TestInlineDecision(t *testing.T) {
+	prev := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh to build a Program rule with")
+	}
+	slow := RuleFunc("slow", func(*Peer) error { return nil })
+	for _, c := range []struct {
+		name  string
+		rules []Rule
+		procs int
+		want  bool
+	}{
+		{"uid/1", []Rule{UID(0)}, 1, true},
+		{"uid/16", []Rule{UID(0), Label("*")}, 16, true},
+		{"program/2", []Rule{Program(sh)}, 2, true},
+		{"program/16", []Rule{Program(sh)}, 16, false},
+		{"anyof-uid-program/16", []Rule{AnyOf(UID(0), Program(sh))}, 16, false},
+		{"ruleFunc/1", []Rule{slow}, 1, false},
+		{"uid-ruleFunc/2", []Rule{UID(0), slow}, 2, false},
+	} {
+		runtime.GOMAXPROCS(c.procs)
+		v := newVerifier(c.rules)
+		if v.err != nil {
+			t.Fatalf("%s: %v", c.name, v.err)
+		}
+		if got := v.inline(); got != c.want {
+			t.Errorf("%s: inline = %v, want %v", c.name, got, c.want)
+		}
 	}
 }

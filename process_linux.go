@@ -3,6 +3,7 @@ package secnet
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -46,15 +47,16 @@ func PeerOfProcess(pid int) (Peer, error) {
 	if err != nil {
 		return Peer{}, fmt.Errorf("secnet: process %d: %w", pid, err)
 	}
-	p := Peer{PID: pid, known: attrAll}
+	p := Peer{PID: pid, known: attrAll &^ procAttrs}
 	if err := readStatus(ppid, &p); err != nil {
 		return Peer{}, fmt.Errorf("secnet: process %d: %w", pid, err)
 	}
-	var stx unix.Statx_t
-	var exe exeStamp
-	p.Program, exe, p.errs.program = readExe(ppid, exeStatx, &stx)
-	p.exe = exe.id
+	p.ovf = ownOverflowIDs()
 	p.Label, p.errs.label = procLabel(ppid)
+	// The executable, cgroup and namespaces, read as for a connection's
+	// peer; the pidfd confirms below that ppid was the process throughout.
+	var r procRead
+	r.read(context.Background(), ppid, attrAll&procAttrs, &p)
 	alive, err := pidfdAlive(pidfd)
 	if err == nil && !alive {
 		err = ErrPeerExited
@@ -62,6 +64,7 @@ func PeerOfProcess(pid int) (Peer, error) {
 	if err != nil {
 		return Peer{}, fmt.Errorf("secnet: process %d: %w", pid, err)
 	}
+	r.store(attrAll&procAttrs, &p, nil)
 	return p, nil
 }
 

@@ -28,6 +28,26 @@ func TestPeerOfProcess(t *testing.T) {
 	if err := Program(bin).Check(&p); err != nil {
 		t.Errorf("program rule: %v", err)
 	}
+	// The child shares this process's namespaces and cgroup: rules on
+	// them decide from what PeerOfProcess read, not from zero values.
+	own, err := OwnNamespaces()
+	if err != nil {
+		t.Skip("own namespaces:", err)
+	}
+	if p.Namespaces != own {
+		t.Errorf("PeerOfProcess namespaces = %+v, want this process's %+v", p.Namespaces, own)
+	}
+	if err := SameNamespaces().Check(&p); err != nil {
+		t.Errorf("samenamespaces rule: %v", err)
+	}
+	if cg, err := readCgroup(os.Getpid()); err == nil {
+		if p.Cgroup != cg.path {
+			t.Errorf("PeerOfProcess cgroup = %q, want this process's %q", p.Cgroup, cg.path)
+		}
+		if err := Cgroup(cg.path).Check(&p); err != nil {
+			t.Errorf("cgroup rule: %v", err)
+		}
+	}
 	cl.stdin.Close()
 	cl.wait(t)
 	if _, err := PeerOfProcess(cl.cmd.Process.Pid); !errors.Is(err, ErrPeerExited) {
