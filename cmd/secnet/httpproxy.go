@@ -220,9 +220,18 @@ var errStreamDone = errors.New("stream ended")
 // multiplexed stream content type and then uses the connection in both
 // directions. (With Upgrade, the daemon answers 101 and ReverseProxy
 // does the same.)
+//
+// Only a response whose body runs to the end of the connection (no
+// Content-Length, not chunked) is taken over: the upstream's server has
+// given the connection up to the stream then. The daemon sends the same
+// content types on ordinary responses too (docker logs: chunked, on a
+// kept-alive connection); taking such a connection over would pass what
+// the client sends next to a connection the upstream still reads
+// requests from, unchecked by any route.
 func (h *httpProxy) modifyResponse(res *http.Response) error {
 	st, _ := res.Request.Context().Value(reqStateKey{}).(*reqState)
-	if st == nil || st.upgrade || st.upstream == nil || res.StatusCode != http.StatusOK || res.ContentLength != -1 {
+	if st == nil || st.upgrade || st.upstream == nil || res.StatusCode != http.StatusOK || res.ContentLength != -1 ||
+		len(res.TransferEncoding) > 0 || !res.Close {
 		return nil
 	}
 	ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))

@@ -186,7 +186,8 @@ func TestHTTPProxyRoutesPerPeer(t *testing.T) {
 			t.Errorf("refusal message %q does not say %q", refusal.Message, want)
 		}
 	}
-	// The audit: one line per request.
+	// The audit: one line per request (written after the response).
+	p.waitLog(t, "request", 4)
 	recs := p.logs("request")
 	if len(recs) != 4 {
 		t.Fatalf("%d request records, want 4", len(recs))
@@ -424,5 +425,62 @@ func TestHTTPProxyPaths(t *testing.T) {
 		if st != 0 || got != code || !strings.Contains(body, text) {
 			t.Errorf("GET %s: status %s, body %q (curl %d); want %s", target, got, body, st, want)
 		}
+	}
+}
+
+// TestHTTPProxyStreamIsNoTunnel: a response that carries a Docker stream
+// content type but is an ordinary HTTP response (chunked, as the daemon
+// sends docker logs) leaves the connection HTTP, so that what the client
+// sends next is a request of its own, decided by the routes; it is not
+// passed to the upstream's connection, where the upstream's server would
+// read it as its next request (a refused POST smuggled behind an allowed
+// GET).
+func TestHTTPProxyStreamIsNoTunnel(t *testing.T) {
+	path := filepath.Join(sockDir(t), "up.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := make(chan struct{}, 1)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /logs", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/vnd.docker.multiplexed-stream")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "log line\n")
+		w.(http.Flusher).Flush()
+	})
+	mux.HandleFunc("POST /create", func(w http.ResponseWriter, r *http.Request) {
+		created <- struct{}{}
+		io.WriteString(w, "created\n")
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	_, sock := startHTTPProxy(t, []policy.Route{{Name: "logs", Match: []string{"GET /logs"}}}, "", path)
+	c := dial(t, sock)
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "GET /logs HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /logs: %v, %v", res, err)
+	}
+	if b, err := io.ReadAll(res.Body); err != nil || string(b) != "log line\n" {
+		t.Fatalf("GET /logs body %q, %v", b, err)
+	}
+	io.WriteString(c, "POST /create HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+	res, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("POST /create behind GET /logs: %v; want the proxy's 403", err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusForbidden || !strings.Contains(string(b), `no route matches POST \"/create\"`) {
+		t.Errorf("POST /create behind GET /logs: %d %q; want 403, no route", res.StatusCode, b)
+	}
+	select {
+	case <-created:
+		t.Error("the upstream served POST /create, which no route allows")
+	default:
 	}
 }

@@ -221,6 +221,9 @@ func TestProxyConnectionLimit(t *testing.T) {
 	if _, err := io.ReadFull(b, buf); err != nil || buf[0] != 'b' {
 		t.Fatalf("second connection after the first closed: %q, %v", buf, err)
 	}
+	// The log line is written before the echo, but it reaches p.stderr
+	// through the copying goroutine of os/exec: wait for it.
+	p.waitLog(t, "allowed", 2)
 	if n := len(p.logs("allowed")); n != 2 {
 		t.Errorf("%d connections allowed, want 2", n)
 	}
