@@ -95,7 +95,7 @@ func runHandshake(ctx context.Context, c *SecureConn, fn func(context.Context, *
 	deadline, hasDeadline := ctx.Deadline()
 	if hasDeadline {
 		if err := c.SetDeadline(deadline); err != nil {
-			return fmt.Errorf("setting the connection's deadline: %w", err)
+			return deadlineError(ctx, "setting", err)
 		}
 	}
 	// A cancelled context (a closed listener) unblocks fn's reads too.
@@ -121,9 +121,20 @@ func runHandshake(ctx context.Context, c *SecureConn, fn func(context.Context, *
 		return err
 	}
 	if err := c.SetDeadline(time.Time{}); err != nil {
-		return fmt.Errorf("clearing the connection's deadline: %w", err)
+		return deadlineError(ctx, "clearing", err)
 	}
 	return nil
+}
+
+// deadlineError is the error of setting or clearing (what) the
+// connection's deadline. It fails when ctx ended a moment before and the
+// listener closed the connection (see abortConn): that is the deadline or
+// the listener's Close, and is said as such.
+func deadlineError(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return handshakeContextError(ctx, nil)
+	}
+	return fmt.Errorf("%s the connection's deadline: %w", what, err)
 }
 
 // handshakeContextError says that a handshake ran out of time

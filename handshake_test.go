@@ -375,6 +375,39 @@ func TestHandshakeOrderAndDeadline(t *testing.T) {
 	}
 }
 
+// endingCtx is a context that ends just after runHandshake first looks at
+// it, as the listener's verification context does when the deadline
+// passes at that moment: the listener then closes the connection.
+type endingCtx struct {
+	context.Context
+	looks atomic.Int32
+}
+
+func (c *endingCtx) Deadline() (time.Time, bool) { return time.Now().Add(time.Hour), true }
+
+func (c *endingCtx) Err() error {
+	if c.looks.Add(1) == 1 {
+		return nil
+	}
+	return context.DeadlineExceeded
+}
+
+// A handshake whose connection the listener closed at the deadline just
+// as it began fails for the deadline, not for the closed connection.
+func TestHandshakeDeadlineAtStart(t *testing.T) {
+	srv, _ := unixPair(t)
+	srv.Close()
+	ran := false
+	fn := func(context.Context, *SecureConn) error { ran = true; return nil }
+	err := runHandshake(&endingCtx{Context: context.Background()}, &SecureConn{UnixConn: srv}, fn, false)
+	if !errors.Is(err, ErrVerifyTimeout) || !strings.Contains(err.Error(), "the handshake was cut off") {
+		t.Errorf("handshake on a connection closed at the deadline: %v, want ErrVerifyTimeout", err)
+	}
+	if ran {
+		t.Error("the handshake ran on a closed connection")
+	}
+}
+
 // unixPair returns the two ends of a connected Unix socket pair.
 func unixPair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
 	t.Helper()
