@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -1035,5 +1037,72 @@ func TestPacketNoCredentials(t *testing.T) {
 		if rej == nil || !strings.Contains(rej.Error(), tc.want) {
 			t.Errorf("%s: %v, want a rejection naming %s", tc.name, rej, tc.want)
 		}
+	}
+}
+
+// TestParseControl: every descriptor in a datagram's control data is
+// closed, whatever else the data holds: those of SCM_RIGHTS and a second
+// SCM_PIDFD while parsing, the pidfd kept by close, also when the data
+// turns out malformed after them.
+func TestParseControl(t *testing.T) {
+	requireLinux(t)
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	r, w := fds[0], fds[1]
+	defer unix.Close(r)
+	dup := func() int {
+		fd, err := unix.FcntlInt(uintptr(w), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fd
+	}
+	cmsg := func(typ int32, data []byte) []byte {
+		b := make([]byte, unix.CmsgSpace(len(data)))
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+		h.Level, h.Type = unix.SOL_SOCKET, typ
+		h.SetLen(unix.CmsgLen(len(data)))
+		copy(b[unix.CmsgLen(0):], data)
+		return b
+	}
+	pidfd := func(fd int) []byte {
+		return cmsg(unix.SCM_PIDFD, binary.NativeEndian.AppendUint32(nil, uint32(int32(fd))))
+	}
+	cred := cmsg(unix.SCM_CREDENTIALS, make([]byte, unix.SizeofUcred))
+
+	first := dup()
+	var oob []byte
+	oob = append(oob, unix.UnixRights(dup(), dup())...)
+	oob = append(oob, pidfd(first)...)
+	oob = append(oob, pidfd(dup())...) // never more than one: closed
+	oob = append(oob, cred...)
+	oob = append(oob, make([]byte, unix.SizeofCmsghdr-1)...) // a short header
+	m := parseControl(oob)
+	if m.err == nil || !m.hasCred || m.pidfd != first {
+		t.Errorf("parsed %+v, want the credentials, the first pidfd and an error", m)
+	}
+	m.close()
+
+	// A header longer than the data.
+	bad := pidfd(dup())
+	long := cmsg(unix.SCM_RIGHTS, make([]byte, 4))
+	(*unix.Cmsghdr)(unsafe.Pointer(&long[0])).SetLen(len(long) + 8)
+	m = parseControl(append(bad, long...))
+	if m.err == nil {
+		t.Errorf("a header longer than the data parsed as %+v", m)
+	}
+	m.close()
+
+	// The kernel could not make a pidfd: the sender was reaped.
+	m = parseControl(pidfd(-int(unix.ESRCH)))
+	if !errors.Is(m.pidfdErr, ErrPeerExited) || m.pidfd != -1 {
+		t.Errorf("SCM_PIDFD of -ESRCH parsed as %+v, want ErrPeerExited", m)
+	}
+
+	unix.Close(w)
+	if n, err := unix.Read(r, make([]byte, 1)); n != 0 || err != nil {
+		t.Errorf("pipe read: %d, %v; want end of file (a descriptor of the control data is open)", n, err)
 	}
 }
