@@ -964,3 +964,42 @@ func TestProveSharedSecretServerSilent(t *testing.T) {
 		t.Errorf("dial of a silent server: %v", err)
 	}
 }
+
+// checkAnswer refuses an answer of another version or with reserved bytes
+// set even when its MAC is right, an answer whose uid was changed after
+// the MAC was made, and a right answer for a server of another uid.
+func TestCheckAnswer(t *testing.T) {
+	key, other := testKey(t), testKey(t)
+	nonce := testKey(t)
+	answer := func(key []byte, uid uint32, edit func(a []byte)) []byte {
+		a := make([]byte, ssAnswer)
+		copy(a, ssAnswerMagic[:])
+		a[4] = ssVersion
+		a[8], a[9], a[10], a[11] = byte(uid>>24), byte(uid>>16), byte(uid>>8), byte(uid)
+		copy(a[12:], ssMAC(key, nonce, uid))
+		if edit != nil {
+			edit(a)
+		}
+		return a
+	}
+	for _, tc := range []struct {
+		name string
+		ans  []byte
+		code byte
+	}{
+		{"right", answer(key, 7, nil), ssAccepted},
+		{"second key", answer(other, 7, nil), ssAccepted},
+		{"version 2", answer(key, 7, func(a []byte) { a[4] = 2 }), ssMalformed},
+		{"reserved byte", answer(key, 7, func(a []byte) { a[6] = 1 }), ssMalformed},
+		{"magic", answer(key, 7, func(a []byte) { a[0] = 's' }), ssMalformed},
+		{"uid changed", answer(key, 8, func(a []byte) { a[11] = 7 }), ssWrongMAC},
+		{"another nonce", answer(key, 7, func(a []byte) { a[12] ^= 1 }), ssWrongMAC},
+		{"another key", answer(testKey(t), 7, nil), ssWrongMAC},
+		{"another server", answer(key, 8, nil), ssWrongUID},
+	} {
+		code, err := checkAnswer([][]byte{key, other}, nonce, tc.ans, []uint32{7, 1007})
+		if code != tc.code || (err == nil) != (tc.code == ssAccepted) {
+			t.Errorf("%s: verdict %d (%v), want %d", tc.name, code, err, tc.code)
+		}
+	}
+}
