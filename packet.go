@@ -75,7 +75,8 @@ func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address strin
 //     pidfd comes from pidfd_open of the pid, and the process must have
 //     started no later than the datagram was sent (SCM_TIMESTAMPNS), which
 //     narrows the pid-reuse race to about two clock ticks but does not
-//     close it.
+//     close it. (Such a kernel stamps every datagram with its send time,
+//     whatever the rules, so that ReadFromPeer can pin its sender too.)
 //   - Label sees the label the kernel attached at send time.
 //
 // The rules run on the goroutine that reads, one datagram at a time: a

@@ -118,7 +118,11 @@ func listenPacket(ctx context.Context, lc *ListenConfig, network, address string
 			}
 		}
 		var err error
-		if cerr := c.Control(func(fd uintptr) { err = pc.sys.enable(int(fd), v.need) }); cerr != nil {
+		if cerr := c.Control(func(fd uintptr) {
+			if err = pc.sys.enable(int(fd), v.need); err == nil {
+				err = pc.sys.stampIfNoPidfd(int(fd))
+			}
+		}); cerr != nil {
 			return cerr
 		}
 		return err
@@ -159,6 +163,28 @@ func (s *packetSys) enable(fd int, want attrs) error {
 		}
 		s.labels.Store(true)
 	}
+	return nil
+}
+
+// stampIfNoPidfd makes a socket on a kernel without SO_PASSPIDFD (before
+// 6.5) stamp every datagram with the time it was sent (SO_TIMESTAMPNS)
+// from the start, although no rule needs the sender's process: the stamp
+// pins the sender's pid when ReadFromPeer reads its process later, and a
+// datagram that arrived before SO_TIMESTAMPNS was set is stamped with the
+// time it is read instead, which would let a process that took over the
+// pid of an exited sender meanwhile pass for it.
+func (s *packetSys) stampIfNoPidfd(fd int) error {
+	if s.pidfds.Load() || s.noPidfd.Load() {
+		return nil
+	}
+	_, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSPIDFD)
+	if !s.opts.noPeerPidfd && !errors.Is(err, unix.ENOPROTOOPT) {
+		return nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		return os.NewSyscallError("setsockopt SO_TIMESTAMPNS", err)
+	}
+	s.noPidfd.Store(true)
 	return nil
 }
 

@@ -1106,3 +1106,47 @@ func TestParseControl(t *testing.T) {
 		t.Errorf("pipe read: %d, %v; want end of file (a descriptor of the control data is open)", n, err)
 	}
 }
+
+// TestPacketStampedWithoutPidfd: on a kernel without SO_PASSPIDFD
+// (emulated) a socket whose rules need no process stamps every datagram
+// from the start, so that ReadFromPeer, which needs the process, pins the
+// sender of a datagram that came before it asked: the process is read
+// through pidfd_open checked against the send time.
+func TestPacketStampedWithoutPidfd(t *testing.T) {
+	requireLinux(t)
+	bin := peerBinary(t)
+	for _, fallback := range []bool{false, true} {
+		t.Run(fmt.Sprintf("noPeerPidfd=%v", fallback), func(t *testing.T) {
+			v := newVerifier([]Rule{UID(os.Getuid())})
+			v.opts.noPeerPidfd = fallback
+			path := filepath.Join(sockDir(t), "d")
+			pc, err := listenPacket(context.Background(), &ListenConfig{}, "unixgram", path, v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			rc, err := pc.SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stamp int
+			rc.Control(func(fd uintptr) { stamp, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS) })
+			if err != nil || (stamp != 0) != fallback {
+				t.Errorf("SO_TIMESTAMPNS %d (%v) before the first read; want it set only without SO_PASSPIDFD", stamp, err)
+			}
+			sender := sendDgram(t, bin, path, "send", nil)
+			if got := sender.line(t); got != "sent" {
+				t.Fatalf("sender: %q", got)
+			}
+			buf := make([]byte, 16)
+			pc.SetReadDeadline(time.Now().Add(20 * time.Second))
+			n, _, p, err := pc.ReadFromPeer(buf)
+			if err != nil || string(buf[:n]) != "hello" {
+				t.Fatalf("ReadFromPeer: %q, %v", buf[:n], err)
+			}
+			if p.PID != sender.cmd.Process.Pid || p.Program != bin || p.Err() != nil {
+				t.Errorf("sender pid %d program %q (%v), want %d %q", p.PID, p.Program, p.Err(), sender.cmd.Process.Pid, bin)
+			}
+		})
+	}
+}
