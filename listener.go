@@ -234,6 +234,12 @@ func (l *Listener) AcceptSecure() (*SecureConn, error) {
 		select {
 		case sc := <-p.ready:
 			p.wakeAdmit()
+			if p.closed() {
+				// Close ran meanwhile: it closes what was not returned
+				// before it, and so does Accept.
+				sc.Close()
+				return nil, l.closedError()
+			}
 			return sc, nil
 		case err := <-p.errc:
 			return nil, err

@@ -382,6 +382,8 @@ func (p *pipeline) work(x *verifyCtx, c net.Conn, uid uint32) {
 		switch {
 		case rej != nil:
 			p.report(rej)
+		case sc != nil && p.closed():
+			sc.Close()
 		case sc != nil:
 			select {
 			case p.ready <- sc:
