@@ -319,14 +319,22 @@ func (p *pipeline) admit(c net.Conn, uid uint32) bool {
 			p.mu.Unlock()
 			return false
 		}
+		// admitWaits is set before the queue is looked at: an Accept
+		// that takes from the queue after this look sees it, and
+		// broadcasts once Wait has released mu.
+		p.admitWaits.Store(true)
 		if len(p.ready) < cap(p.ready) || p.closed() {
 			break
 		}
-		p.admitWaits.Store(true)
 		p.room.Wait()
 		p.admitWaits.Store(false)
 	}
+	p.admitWaits.Store(false)
 	p.mu.Unlock()
+	if p.closed() {
+		c.Close() // closed by Close: not a rejection
+		return false
+	}
 	peer := connPeer(c)
 	c.Close()
 	p.report(&RejectError{Peer: peer, Failures: []RuleError{{Rule: "pipeline", Err: fmt.Errorf(
