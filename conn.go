@@ -80,6 +80,9 @@ func (v *verifier) verify(ctx context.Context, c net.Conn) (*SecureConn, *Reject
 	if rej == nil && v.keep {
 		sc.held = id.hold()
 	}
+	// What pins the memory map was needed before the executable was read
+	// for hold; a later Peer reads /proc without it.
+	id.keep = false
 	id.proc.release()
 	id.mu.Unlock()
 	if rej != nil {
