@@ -65,6 +65,12 @@ func newVerifier(rules []Rule) verifier {
 // nothing more: the attributes not read yet fail with ctx's cause, and a
 // handshake stops.
 func (v *verifier) verify(ctx context.Context, c net.Conn) (*SecureConn, *RejectError) {
+	return v.verifyCred(ctx, c, connCred{})
+}
+
+// verifyCred is verify for a connection whose peer's credentials were
+// read already, when cred.ok (by the pipeline's accept loop).
+func (v *verifier) verifyCred(ctx context.Context, c net.Conn, cred connCred) (*SecureConn, *RejectError) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return nil, &RejectError{Failures: []RuleError{{
@@ -73,6 +79,9 @@ func (v *verifier) verify(ctx context.Context, c net.Conn) (*SecureConn, *Reject
 	}
 	sc := &SecureConn{UnixConn: uc, id: identity{conn: uc, opts: v.opts, keep: v.keep}, server: v.server}
 	id := &sc.id
+	if cred.ok {
+		id.peer = cred.peer()
+	}
 	id.mu.Lock()
 	id.ev = evaluation{p: &id.peer, id: id, ctx: ctx}
 	rej := v.check(&id.ev)

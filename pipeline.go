@@ -137,8 +137,8 @@ type pipeline struct {
 
 // uidSlots is what one uid holds in the pipeline.
 type uidSlots struct {
-	busy    int        // verifications running
-	waiting []net.Conn // accepted, waiting for one of its slots
+	busy    int   // verifications running
+	waiting []job // accepted, waiting for one of its slots
 }
 
 // noUID is the uid key of connections whose uid could not be read; they
@@ -166,10 +166,24 @@ func newPipeline(l *Listener, cfg pipelineConfig) *pipeline {
 	return p
 }
 
-// job is a connection for a worker, with the uid whose slot it holds.
+// job is a connection for a worker, with the uid whose slot it holds
+// and the credentials acceptLoop read to find that uid.
 type job struct {
-	c   net.Conn
-	uid uint32
+	c    net.Conn
+	uid  uint32
+	cred connCred
+}
+
+// connCred is the peer's SO_PEERCRED as acceptLoop read it, handed to
+// the verification so that it does not ask the kernel again.
+type connCred struct {
+	pid, uid, gid int
+	ok            bool // read; when false the verification reads them
+}
+
+// peer returns the identity the credentials make (when cr.ok).
+func (cr connCred) peer() Peer {
+	return Peer{PID: cr.pid, UID: cr.uid, GID: cr.gid, ovf: ownOverflowIDs(), known: attrCred}
 }
 
 // start starts acceptLoop and the workers. The workers live as long as
@@ -181,7 +195,7 @@ func (p *pipeline) start() {
 			for {
 				select {
 				case j := <-p.jobs:
-					p.work(x, j.c, j.uid)
+					p.work(x, j)
 				case <-p.done:
 					return nil
 				}
@@ -224,8 +238,8 @@ func (p *pipeline) drain() {
 		default:
 			p.mu.Lock()
 			for uid, s := range p.uids {
-				for _, c := range s.waiting {
-					c.Close()
+				for _, j := range s.waiting {
+					j.c.Close()
 				}
 				s.waiting = nil
 				if s.busy == 0 {
@@ -269,29 +283,31 @@ func (p *pipeline) acceptLoop() {
 			}
 			continue
 		}
-		uid := noUID
+		j := job{c: c, uid: noUID}
 		if p.cfg.checkUIDs {
-			uid = connUID(c)
+			if j.cred = readConnCred(c); j.cred.ok {
+				j.uid = uint32(j.cred.uid)
+			}
 		}
-		if !p.admit(c, uid) {
+		if !p.admit(j) {
 			continue
 		}
 		// This waits while every worker is busy: connections stay in
 		// the kernel's backlog meanwhile.
 		select {
-		case p.jobs <- job{c, uid}:
+		case p.jobs <- j:
 		case <-p.done:
 			c.Close()
-			for w := p.next(uid); w != nil; w = p.next(uid) {
-				w.Close()
+			for w := p.next(j.uid); w.c != nil; w = p.next(j.uid) {
+				w.c.Close()
 			}
 			return
 		}
 	}
 }
 
-// admit takes one of uid's slots for c and reports true, or puts c on
-// uid's waiting list (or rejects it when the list is full) and reports
+// admit takes one of j.uid's slots for j.c and reports true, or puts j on
+// the uid's waiting list (or rejects it when the list is full) and reports
 // false.
 //
 // A full list means either that uid's verifications are slow (then c is
@@ -300,10 +316,11 @@ func (p *pipeline) acceptLoop() {
 // verification is done and that wait for Accept like everyone else: then
 // admit waits for room, and connections stay in the kernel's backlog, as
 // they would without per-uid slots.
-func (p *pipeline) admit(c net.Conn, uid uint32) bool {
+func (p *pipeline) admit(j job) bool {
 	if !p.cfg.checkUIDs {
 		return true
 	}
+	c, uid := j.c, j.uid
 	p.mu.Lock()
 	for {
 		s := p.uids[uid]
@@ -314,7 +331,7 @@ func (p *pipeline) admit(c net.Conn, uid uint32) bool {
 			return true
 		}
 		if len(s.waiting) < p.cfg.waiting {
-			s.waiting = append(s.waiting, c)
+			s.waiting = append(s.waiting, j)
 			p.uids[uid] = s
 			p.mu.Unlock()
 			return false
@@ -335,7 +352,10 @@ func (p *pipeline) admit(c net.Conn, uid uint32) bool {
 		c.Close() // closed by Close: not a rejection
 		return false
 	}
-	peer := connPeer(c)
+	peer := j.cred.peer()
+	if !j.cred.ok {
+		peer = connPeer(c)
+	}
 	c.Close()
 	p.report(&RejectError{Peer: peer, Failures: []RuleError{{Rule: "pipeline", Err: fmt.Errorf(
 		"%w: uid %d holds %d verifications and %d connections waiting for one",
@@ -353,40 +373,40 @@ func (p *pipeline) wakeAdmit() {
 }
 
 // next hands uid's slot to the next connection waiting for it and returns
-// that connection, or gives the slot back and returns nil.
-func (p *pipeline) next(uid uint32) net.Conn {
+// its job, or gives the slot back and returns a job without a connection.
+func (p *pipeline) next(uid uint32) job {
 	if !p.cfg.checkUIDs {
-		return nil
+		return job{}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.uids[uid]
 	if len(s.waiting) > 0 {
-		c := s.waiting[0]
-		s.waiting[0] = nil
+		j := s.waiting[0]
+		s.waiting[0] = job{}
 		s.waiting = s.waiting[1:]
 		if len(s.waiting) == 0 {
 			s.waiting = nil
 		}
 		p.uids[uid] = s
 		p.room.Broadcast()
-		return c
+		return j
 	}
 	if s.busy--; s.busy == 0 {
 		delete(p.uids, uid)
 	} else {
 		p.uids[uid] = s
 	}
-	return nil
+	return job{}
 }
 
-// work verifies c, then every connection that waits for a slot of uid.
-// A slot of uid is held while a verification runs, not while a verified
-// connection waits for room in the queue.
-func (p *pipeline) work(x *verifyCtx, c net.Conn, uid uint32) {
-	for c != nil {
-		sc, rej := p.verify(x, c)
-		c = p.next(uid)
+// work verifies j's connection, then every connection that waits for a
+// slot of its uid. A slot of the uid is held while a verification runs,
+// not while a verified connection waits for room in the queue.
+func (p *pipeline) work(x *verifyCtx, j job) {
+	for uid := j.uid; j.c != nil; {
+		sc, rej := p.verify(x, j)
+		j = p.next(uid)
 		switch {
 		case rej != nil:
 			p.report(rej)
@@ -405,7 +425,8 @@ func (p *pipeline) work(x *verifyCtx, c net.Conn, uid uint32) {
 // verify verifies c under the deadline. It returns the verified
 // connection, or closes c and returns the reasons to report (none when
 // the listener was closed).
-func (p *pipeline) verify(x *verifyCtx, c net.Conn) (*SecureConn, *RejectError) {
+func (p *pipeline) verify(x *verifyCtx, j job) (*SecureConn, *RejectError) {
+	c := j.c
 	// At the deadline (or on Close) x shuts the peer's socket down and
 	// closes it at once, even if the verification is blocked in a system
 	// call that cannot be interrupted: the peer is not left waiting. The
@@ -416,7 +437,7 @@ func (p *pipeline) verify(x *verifyCtx, c net.Conn) (*SecureConn, *RejectError) 
 		c.Close()
 		return nil, nil
 	}
-	sc, rej := p.l.v.verify(x, c)
+	sc, rej := p.l.v.verifyCred(x, c, j.cred)
 	if x.end() {
 		if sc != nil {
 			sc.Close()
