@@ -26,9 +26,11 @@ type verifyCtx struct {
 	done     chan struct{} // closed when err is set; replaced after
 	funcs    []func()      // AfterFunc functions, run when err is set
 
-	// running counts the AfterFunc functions started and not returned:
-	// they read Err (a child context's cancel does), so end waits for
-	// them before it resets err for the next verification.
+	// running counts the AfterFunc functions started and not returned,
+	// and an abortConn in progress: the functions read Err (a child
+	// context's cancel does), so end waits for them before it resets err
+	// for the next verification, and for the abort so that the
+	// connection is closed when end reports it aborted.
 	running sync.WaitGroup
 }
 
@@ -105,8 +107,12 @@ func (x *verifyCtx) finish(err error) {
 			x.running.Add(1)
 		}
 	}
+	// end waits for the abort too: a rejection is reported once the
+	// connection is closed.
+	x.running.Add(1)
 	x.mu.Unlock()
 	abortConn(c)
+	x.running.Done()
 	for _, f := range funcs {
 		if f != nil {
 			go func() { defer x.running.Done(); f() }()
