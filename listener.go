@@ -50,9 +50,10 @@ type ListenConfig struct {
 	// not called execve.
 	KeepPidfd bool
 
-	// The verification pipeline. The listener takes connections from the
-	// kernel in a goroutine of its own (started by the first Accept) and
-	// verifies them concurrently, each under a deadline; Accept returns
+	// The verification pipeline. Unless its rules are verified inline in
+	// Accept (see the package doc), the listener takes connections from
+	// the kernel in a goroutine of its own (started by the first Accept)
+	// and verifies them concurrently, each under a deadline; Accept returns
 	// them in the order their verification completed. A peer that is slow
 	// to verify (its executable on a file system that does not answer, a
 	// large program to hash, a RuleFunc that waits) holds one slot and
