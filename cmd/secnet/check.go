@@ -34,9 +34,11 @@ per key, and a peer must pass every rule of every table:
   anyof = [{ uid = 0 }, { group = "docker", program = "/usr/bin/docker" }]
 
 Keys: uid, gid, ingroup (an integer or an array of them); user, group
-(names); program (absolute paths); label, cgroup (patterns); unit;
-sameuser = true; anyone = true; allof, anyof (arrays of tables); not (a
-table).
+(names); program (absolute paths); programdigest ("sha256:HEX"); label,
+cgroup (patterns); unit (systemd units); onhost = true; samenamespaces
+(true, or names such as "net"); sameuser = true; anyone = true;
+sharedsecret (key files; in a [[rule]] table itself); allof, anyof
+(arrays of tables); not (a table).
 
 [[route]] tables (name, match = HTTP patterns, and rule keys) make
 secnet proxy decide each HTTP request; check lists them (in --json:

@@ -3,14 +3,18 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/secnet/secnet/policy"
 )
 
 // TestCheckPolicyFiles validates the example policies of the library's
@@ -296,5 +300,23 @@ func TestCheckRoutes(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &res); err != nil || len(res.Routes) != 3 || res.Routes[2].Name != "write" ||
 		res.Routes[2].Rules[0] != "uid(0)" || len(res.Routes[0].Rules) != 0 || res.VersionPrefix != "/api/v{version}" {
 		t.Errorf("check --json: %v, %+v", err, res)
+	}
+}
+
+// TestCheckHelpNamesEveryKey: check --help, the policy format for a
+// machine without the docs, names every rule key the policy package
+// knows (as its error for an unknown key lists them).
+func TestCheckHelpNamesEveryKey(t *testing.T) {
+	_, err := policy.Parse(strings.NewReader("[[rule]]\nnope = 1\n"), "p.toml")
+	_, list, ok := strings.Cut(fmt.Sprint(err), "(the rules are ")
+	keys := strings.Split(strings.TrimSuffix(list, ")"), ", ")
+	if !ok || len(keys) < 10 {
+		t.Fatalf("cannot read the rule keys from %v", err)
+	}
+	help, _, _ := runSecnet(t, "check", "--help")
+	for _, k := range keys {
+		if !regexp.MustCompile(`\b` + regexp.QuoteMeta(k) + `\b`).MatchString(help) {
+			t.Errorf("check --help does not name the key %q", k)
+		}
 	}
 }
