@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -482,5 +483,58 @@ func TestHTTPProxyStreamIsNoTunnel(t *testing.T) {
 	case <-created:
 		t.Error("the upstream served POST /create, which no route allows")
 	default:
+	}
+}
+
+// TestHTTPProxyKeepsUpstreamConnection: the requests of one kept-alive
+// client connection go over one upstream connection, for responses with
+// a length and chunked ones alike; a new upstream connection per request
+// would cost the upstream an accept and a connection's setup each time.
+func TestHTTPProxyKeepsUpstreamConnection(t *testing.T) {
+	path := filepath.Join(sockDir(t), "up.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	conns := 0
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /sized", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "2")
+		io.WriteString(w, "OK")
+	})
+	mux.HandleFunc("GET /chunked", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "one")
+		w.(http.Flusher).Flush()
+		io.WriteString(w, "two")
+	})
+	srv := &http.Server{Handler: mux, ConnState: func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			conns++
+			mu.Unlock()
+		}
+	}}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	_, sock := startHTTPProxy(t, []policy.Route{{Name: "all", Match: []string{"/"}}}, "", path)
+	client := unixClient(sock)
+	for i := range 20 {
+		p := []string{"/sized", "/chunked"}[i%2]
+		res, err := client.Get("http://x" + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || len(b) == 0 {
+			t.Fatalf("GET %s: %d %q", p, res.StatusCode, b)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if conns != 1 {
+		t.Errorf("20 requests of one client connection took %d upstream connections, want 1", conns)
 	}
 }
