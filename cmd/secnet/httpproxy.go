@@ -28,13 +28,25 @@ import (
 // each request of a kept-alive connection, and logged with the peer, the
 // route that decided and the outcome.
 type httpProxy struct {
-	router func() *policy.Router                       // of the policy in force
-	dial   func(ctx context.Context) (net.Conn, error) // to the upstream
-	log    *slog.Logger
-	rp     *httputil.ReverseProxy
-	srv    *http.Server
-	queue  *connQueue
-	served chan struct{} // closed when srv.Serve has returned
+	current func() *httpPolicy                          // of the policy in force
+	dial    func(ctx context.Context) (net.Conn, error) // to the upstream
+	log     *slog.Logger
+	rp      *httputil.ReverseProxy
+	srv     *http.Server
+	queue   *connQueue
+	served  chan struct{} // closed when srv.Serve has returned
+}
+
+// httpPolicy is what the HTTP proxy decides requests by: the routes of
+// a version of the policy, and its [[rule]] tables, which every client
+// must pass before any route is looked at. A connection is checked
+// against the rules of the version in force when it was accepted; a
+// request that comes after a reload has replaced that version is checked
+// against the new version's rules first, so that a client the new rules
+// shut out gets nothing more on a connection it kept open.
+type httpPolicy struct {
+	router *policy.Router // nil: the version has no routes, and every request is refused
+	rules  []secnet.Rule
 }
 
 // Timeouts of the HTTP server: a client has readHeaderTimeout to send a
@@ -46,12 +58,12 @@ const (
 )
 
 // newHTTPProxy returns a proxy that forwards the requests the routes of
-// router() allow over connections from dial; router is called for each
+// current() allow over connections from dial; current is called for each
 // request, so that a reloaded policy applies from the next request on.
 // It serves the connections passed to serveConn until shutdown.
 // idle, when not 0, replaces idleTimeout.
-func newHTTPProxy(router func() *policy.Router, dial func(ctx context.Context) (net.Conn, error), log *slog.Logger, idle time.Duration) *httpProxy {
-	h := &httpProxy{router: router, dial: dial, log: log, queue: newConnQueue(), served: make(chan struct{})}
+func newHTTPProxy(current func() *httpPolicy, dial func(ctx context.Context) (net.Conn, error), log *slog.Logger, idle time.Duration) *httpProxy {
+	h := &httpProxy{current: current, dial: dial, log: log, queue: newConnQueue(), served: make(chan struct{})}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			// The path and Host header are the client's, unchanged; so
@@ -79,12 +91,13 @@ func newHTTPProxy(router func() *policy.Router, dial func(ctx context.Context) (
 	return h
 }
 
-// serveConn serves HTTP on c and returns when c is closed: by the
-// server (the client went away, or an idle or kept-alive connection
-// was closed), after an upgraded connection ended, or by the caller
-// closing c.
-func (h *httpProxy) serveConn(c *secnet.SecureConn) {
+// serveConn serves HTTP on c, whose peer passed the rules of passed, and
+// returns when c is closed: by the server (the client went away, or an
+// idle or kept-alive connection was closed), after an upgraded
+// connection ended, or by the caller closing c.
+func (h *httpProxy) serveConn(c *secnet.SecureConn, passed *httpPolicy) {
 	hc := &httpConn{SecureConn: c, done: make(chan struct{})}
+	hc.passed.Store(passed)
 	hc.up.dial = h.dial
 	if !h.queue.put(hc) {
 		c.Close()
@@ -111,17 +124,25 @@ func (h *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		route, pattern string
 		why            string
 	)
-	rt := h.router()
+	pol := h.current()
 	switch {
 	case c == nil: // not served by serveConn: cannot happen
 		why = "the client's identity is unknown"
-	case rt == nil:
+	case pol.router == nil:
 		why = "the policy in force has no routes"
+	case c.passed.Load() != pol:
+		// A reload since the connection was checked: the new rules first.
+		if err := checkRules(pol.rules, c.SecureConn); err != nil {
+			why = fmt.Sprintf("the policy's [[rule]] tables refuse this client since the policy was reloaded: %s", err)
+			break
+		}
+		c.passed.Store(pol)
+		fallthrough
 	default:
 		var m *policy.Route
-		if m, pattern, why = rt.Decide(r); m != nil {
+		if m, pattern, why = pol.router.Decide(r); m != nil {
 			route = m.Name
-			if err := checkRoute(m, c.SecureConn); err != nil {
+			if err := checkRules(m.Rules, c.SecureConn); err != nil {
 				why = fmt.Sprintf("route %q (pattern %q) refuses this client: %s", route, pattern, err)
 			}
 		}
@@ -171,13 +192,14 @@ func (h *httpProxy) audit(r *http.Request, c *httpConn, aw *auditWriter, route, 
 	h.log.LogAttrs(r.Context(), level, "request", attrs...)
 }
 
-// checkRoute applies the route's rules to the connection's peer, reading
-// what they need that the listener did not.
-func checkRoute(r *policy.Route, c *secnet.SecureConn) error {
-	if len(r.Rules) == 0 {
+// checkRules applies rules (a route's, or a policy's [[rule]] tables) to
+// the connection's peer, reading what they need that the listener did
+// not.
+func checkRules(rules []secnet.Rule, c *secnet.SecureConn) error {
+	if len(rules) == 0 {
 		return nil
 	}
-	_, err := secnet.Verify(c, r.Rules...)
+	_, err := secnet.Verify(c, rules...)
 	var rej *secnet.RejectError
 	if errors.As(err, &rej) {
 		reasons := make([]string, len(rej.Failures))
@@ -408,6 +430,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 // signals serveConn.
 type httpConn struct {
 	*secnet.SecureConn
+	passed    atomic.Pointer[httpPolicy] // the version whose rules the peer passed last
 	up        upstreamLink
 	closeOnce sync.Once
 	done      chan struct{}

@@ -45,7 +45,8 @@ func startHTTPProxy(t testing.TB, routes []policy.Route, prefix, upstream string
 	}
 	p := &proc{done: make(chan struct{})}
 	log := slog.New(slog.NewJSONHandler(&p.stderr, nil))
-	h := newHTTPProxy(func() *policy.Router { return rt }, func(ctx context.Context) (net.Conn, error) {
+	pol := &httpPolicy{router: rt}
+	h := newHTTPProxy(func() *httpPolicy { return pol }, func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", upstream)
 	}, log, 0)
@@ -55,7 +56,7 @@ func startHTTPProxy(t testing.TB, routes []policy.Route, prefix, upstream string
 			if err != nil {
 				return
 			}
-			go h.serveConn(c)
+			go h.serveConn(c, pol)
 		}
 	}()
 	t.Cleanup(func() {
@@ -536,5 +537,56 @@ func TestHTTPProxyKeepsUpstreamConnection(t *testing.T) {
 	defer mu.Unlock()
 	if conns != 1 {
 		t.Errorf("20 requests of one client connection took %d upstream connections, want 1", conns)
+	}
+}
+
+// TestHTTPProxyReloadRechecksRules: after a reload, the next request of
+// a kept-alive connection is checked against the new policy's [[rule]]
+// tables too, not only its routes: a client the new rules shut out gets
+// a 403 on the connection it kept open, and is let in again by a reload
+// that lets it in.
+func TestHTTPProxyReloadRechecksRules(t *testing.T) {
+	up, _ := routesUpstream(t)
+	const routes = "\n[[route]]\nname = \"all\"\nmatch = \"/\"\n"
+	self := os.Getuid()
+	p, sock := startProxy(t, up, uidPolicy(self)+routes)
+	polFile := p.cmd.Args[slices.Index(p.cmd.Args, "--policy")+1]
+	client := unixClient(sock)
+	get := func() (int, string) {
+		t.Helper()
+		res, err := client.Get("http://x/hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return res.StatusCode, string(b)
+	}
+	reload := func(src string, n int) {
+		t.Helper()
+		if err := os.WriteFile(polFile, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		p.waitLog(t, "policy reloaded", n)
+	}
+	if st, body := get(); st != 200 {
+		t.Fatalf("before the reload: %d %q", st, body)
+	}
+	reload(uidPolicy(self+4242)+routes, 1)
+	st, body := get()
+	if st != 403 || !strings.Contains(body, "since the policy was reloaded") || !strings.Contains(body, fmt.Sprintf("is not %d", self+4242)) {
+		t.Errorf("after a reload that shuts this client out: %d %q; want 403 naming the uid rule", st, body)
+	}
+	reload(uidPolicy(self)+routes, 2)
+	if st, body := get(); st != 200 {
+		t.Errorf("after a reload that lets this client in again: %d %q", st, body)
+	}
+	p.waitLog(t, "request", 3)
+	if n := len(p.logs("allowed")); n != 1 {
+		t.Errorf("%d connections, want the three requests on one", n)
+	}
+	if rec := p.logs("request")[1]; rec["decision"] != "refused" || rec["route"] != "" {
+		t.Errorf("audit of the refused request: %v", rec)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/secnet/secnet"
-	"github.com/secnet/secnet/policy"
 )
 
 const proxyUsage = `secnet proxy --listen PATH --upstream PATH --policy FILE [options]
@@ -34,6 +33,7 @@ picks the route, whose rules the client must pass; a refused request gets
 403 with a JSON body {"message": ...} that says why, and every request is
 logged with the client, the route and the outcome. After
 a reload, the next request of an open connection is decided by the new
+policy: its [[rule]] tables (a client they shut out gets 403), then its
 routes.
 
 The upstream is verified too: its server must run as root or as the
@@ -174,7 +174,7 @@ func runProxy(e *env, args []string) int {
 	p.policy.cur.Store(pv)
 	// With routes in the policy, connections are served as HTTP, each
 	// request decided by the routes of the policy in force.
-	p.http = newHTTPProxy(func() *policy.Router { return p.policy.load().router }, func(ctx context.Context) (net.Conn, error) {
+	p.http = newHTTPProxy(func() *httpPolicy { return p.policy.load().http }, func(ctx context.Context) (net.Conn, error) {
 		up, err := p.dialer.DialSecure(ctx, "unix", p.upstream)
 		if err != nil {
 			return nil, err // a refused upstream's server: the request's log line says why
@@ -415,7 +415,7 @@ func (p *proxy) forward(c *secnet.SecureConn, pv *policyVersion) {
 	if pv.router != nil {
 		stop := context.AfterFunc(p.kill, func() { c.Close() })
 		defer stop()
-		p.http.serveConn(c)
+		p.http.serveConn(c, pv.http)
 		return
 	}
 	start := time.Now()

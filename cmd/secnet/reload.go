@@ -19,6 +19,7 @@ type policyVersion struct {
 	digest string // SHA-256 of the file's bytes, in hex
 	rules  []secnet.Rule
 	router *policy.Router // of the [[route]] tables: the proxy speaks HTTP; or nil
+	http   *httpPolicy    // what the HTTP proxy decides requests by
 }
 
 // loadPolicyVersion reads the policy file once, and parses and hashes
@@ -33,7 +34,9 @@ func loadPolicyVersion(path string) (*policyVersion, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256(b)
-	return &policyVersion{file: path, digest: hex.EncodeToString(sum[:]), rules: pol.Rules(), router: pol.Router()}, nil
+	v := &policyVersion{file: path, digest: hex.EncodeToString(sum[:]), rules: pol.Rules(), router: pol.Router()}
+	v.http = &httpPolicy{router: v.router, rules: v.rules}
+	return v, nil
 }
 
 // short is the digest's first 12 digits, enough to tell versions apart in
