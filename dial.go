@@ -18,8 +18,10 @@ type Dialer struct {
 	// (use Anyone() to accept any server explicitly).
 	Rules []Rule
 
-	// Timeout bounds the connect, as net.Dialer.Timeout does. Zero means
-	// no timeout beyond the context's.
+	// Timeout bounds the connect, as net.Dialer.Timeout does, and, with a
+	// Handshake, the connect and the handshake together. Zero means no
+	// timeout beyond the context's (and DefaultVerifyTimeout for a
+	// Handshake when the context has no deadline either).
 	Timeout time.Duration
 
 	// Handshake, when not nil, runs after the server passed Rules and
