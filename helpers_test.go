@@ -143,6 +143,11 @@ func runServer(sock, rules string) int {
 		}
 	}
 	json.NewEncoder(os.Stdout).Encode(rep)
+	if os.Getenv("SECNET_TEST_SERVER_WAIT") != "" {
+		// Stay alive until the client has verified this server and says
+		// so with a byte (or closes).
+		c.Read(make([]byte, 1))
+	}
 	return 0
 }
 

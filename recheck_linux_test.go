@@ -192,7 +192,9 @@ func TestRecheckExitedBeforeAccept(t *testing.T) {
 func TestDialerRecheck(t *testing.T) {
 	bin := peerBinary(t)
 	sock := filepath.Join(sockDir(t), "s")
-	srv := startPeer(t, bin, "server", nil, "SECNET_TEST_SOCK="+sock)
+	// The server waits for a byte before it exits, so that it is alive
+	// while the dialer verifies it.
+	srv := startPeer(t, bin, "server", nil, "SECNET_TEST_SOCK="+sock, "SECNET_TEST_SERVER_WAIT=1")
 	if s := srv.line(t); s != "ready" {
 		t.Fatalf("server said %q", s)
 	}
@@ -202,6 +204,9 @@ func TestDialerRecheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	if _, err := c.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
 	srv.line(t) // its report: it has accepted and now exits
 	srv.wait(t)
 	if err := c.Recheck(); !errors.Is(err, ErrPeerExited) {
