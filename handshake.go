@@ -238,8 +238,9 @@ const maxSecretFile = 64 << 10
 // the file at path, byte for byte (a trailing newline is part of the key).
 // The file must be a regular file that neither its group nor others may
 // read or write (mode 0600 or 0400): a key that other users can read
-// proves nothing, and one they can write they can choose. The error says
-// which of these is wrong. The key must be 16 bytes long at least.
+// proves nothing, and one they can write they can choose. It must belong
+// to root or to the user this process runs as, since its owner can change
+// it. The error says which of these is wrong. The key must be 16 bytes long at least.
 func ReadSecretFile(path string) ([]byte, error) {
 	fail := func(format string, a ...any) ([]byte, error) {
 		return nil, fmt.Errorf("secnet: secret file %q: %s", path, fmt.Sprintf(format, a...))
@@ -259,6 +260,9 @@ func ReadSecretFile(path string) ([]byte, error) {
 	}
 	if perm := fi.Mode().Perm(); perm&0o066 != 0 {
 		return fail("mode %04o lets its group or others read or write it: a key others can read proves nothing (chmod 0600 %s)", perm, path)
+	}
+	if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
+		return fail("owned by uid %d: a key file must belong to root or to this process's user (uid %d), since its owner can change the key", uid, os.Geteuid())
 	}
 	if fi.Size() > maxSecretFile {
 		return fail("%d bytes; a key file holds at most %d", fi.Size(), maxSecretFile)

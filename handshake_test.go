@@ -745,15 +745,31 @@ func TestReadSecretFile(t *testing.T) {
 		{write("short", key[:15], 0600), "at least 16"},
 		{dir, "not a regular file"},
 		{filepath.Join(dir, "missing"), "no such file"},
+		{ownedBy(t, write("theirs", key, 0600), 1), "owned by uid 1"},
 	} {
 		got, err := ReadSecretFile(tc.path)
 		switch {
+		case tc.path == "":
+			continue
 		case tc.want == "" && (err != nil || string(got) != string(key)):
 			t.Errorf("%s: %v", tc.path, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%s: %v, want an error containing %q", tc.path, err, tc.want)
 		}
 	}
+}
+
+// ownedBy gives the file at p to uid, or returns "" (a case to skip)
+// when this process cannot, not being root.
+func ownedBy(t *testing.T, p string, uid int) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return ""
+	}
+	if err := os.Chown(p, uid, -1); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // Dialer.VerifyConn answers the handshake on a connection dialed
