@@ -381,8 +381,9 @@ func (w *auditWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // hijackedConn is a client connection taken over from the HTTP server.
 type hijackedConn struct {
 	net.Conn
-	w     *auditWriter
-	ahead *bufio.Reader // bytes the server read ahead, until drained
+	w        *auditWriter
+	ahead    *bufio.Reader // bytes the server read ahead, until drained
+	watching bool          // watchHangup has started
 }
 
 func (c *hijackedConn) Read(p []byte) (int, error) {
@@ -395,9 +396,32 @@ func (c *hijackedConn) Read(p []byte) (int, error) {
 		}
 	} else {
 		n, err = c.Conn.Read(p)
+		if err == io.EOF {
+			c.watchHangup()
+		}
 	}
 	c.w.in.Add(int64(n))
 	return n, err
+}
+
+// watchHangup closes the connection once the client, having sent its end
+// of stream, closes its end altogether (see waitHangup): a client that is
+// gone releases its connection, and the proxy's slot, even while the
+// upstream stays silent, as on a byte-level connection (see pipe). A
+// client that only half-closed still gets what the upstream sends.
+// Reads happen on one goroutine at a time, as the copy that got the end
+// of stream reads no more.
+func (c *hijackedConn) watchHangup() {
+	hc, ok := c.Conn.(*httpConn)
+	if c.watching || !ok {
+		return
+	}
+	c.watching = true
+	go func() {
+		if waitHangup(hc.UnixConn) {
+			c.Conn.Close()
+		}
+	}() // ends when the connection is closed, by this or by its user
 }
 
 func (c *hijackedConn) Write(p []byte) (int, error) {

@@ -119,6 +119,17 @@ func routesUpstream(t *testing.T) (path string, gate chan struct{}) {
 	uri := func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RequestURI) }
 	mux.HandleFunc("/uri/", uri)
 	mux.HandleFunc("/v1.41/uri/", uri)
+	mux.HandleFunc("POST /silent", func(w http.ResponseWriter, r *http.Request) {
+		// Switches protocols, then neither writes nor closes.
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+		brw.Flush()
+		<-gone
+	})
 	mux.HandleFunc("POST /early", func(w http.ResponseWriter, r *http.Request) {
 		// Answers at once, reads none of the body, keeps the connection.
 		c, brw, err := http.NewResponseController(w).Hijack()
@@ -589,4 +600,32 @@ func TestHTTPProxyReloadRechecksRules(t *testing.T) {
 	if rec := p.logs("request")[1]; rec["decision"] != "refused" || rec["route"] != "" {
 		t.Errorf("audit of the refused request: %v", rec)
 	}
+}
+
+// TestHTTPProxyUpgradedHangup: a client that closes an upgraded
+// connection altogether releases its slot even while the upstream stays
+// silent; one that only half-closes keeps the connection (and gets what
+// the upstream sends, see TestHTTPProxyTakeover).
+func TestHTTPProxyUpgradedHangup(t *testing.T) {
+	up, _ := routesUpstream(t)
+	p, sock := startProxy(t, up, "[[rule]]\nanyone = true\n\n[[route]]\nname = \"all\"\nmatch = \"/\"\n", "--max-conns", "1")
+	c := dial(t, sock)
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "POST /silent HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+	if res, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("POST /silent: %v, %v; want 101", res, err)
+	}
+	c.Close() // gone, while the upstream stays silent
+	// The only slot must come free for the next client.
+	if code, err := func() (int, error) {
+		res, err := unixClient(sock).Get("http://x/hello")
+		if err != nil {
+			return 0, err
+		}
+		res.Body.Close()
+		return res.StatusCode, nil
+	}(); err != nil || code != 200 {
+		t.Fatalf("the next client: %d, %v; want its request served once the first client is gone", code, err)
+	}
+	p.waitLog(t, "allowed", 2)
 }
