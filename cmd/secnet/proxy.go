@@ -160,6 +160,13 @@ func runProxy(e *env, args []string) int {
 		if err != nil {
 			return failf(e, "proxy", "%v", err)
 		}
+		// Again now that the socket file exists: an upstream path that is
+		// a symbolic link to it (or into its directory) could not be
+		// followed before.
+		if sameSocket(*listen, *upstream) {
+			ln.Close()
+			return f.fail(e, "--listen and --upstream name the same socket (%q is %q): the proxy would connect to itself", *upstream, *listen)
+		}
 		lns = append(lns, ln)
 		listening = append(listening, append([]any{"listen", *listen}, socketFileAttrs(*listen)...))
 	}

@@ -244,6 +244,10 @@ func TestProxyRefusesBadInvocations(t *testing.T) {
 	if err := os.Symlink(upSock, link); err != nil {
 		t.Fatal(err)
 	}
+	toListen := filepath.Join(dir, "to-listen.sock") // dangling until the proxy makes its socket
+	if err := os.Symlink(listen, toListen); err != nil {
+		t.Fatal(err)
+	}
 	long := "/tmp/" + strings.Repeat("x", 116)
 	for _, tc := range []struct {
 		name   string
@@ -264,6 +268,7 @@ func TestProxyRefusesBadInvocations(t *testing.T) {
 		{"listen is upstream", []string{"--listen", listen, "--upstream", listen, "--policy", good}, exitUsage, "--listen and --upstream name the same socket"},
 		{"listen is upstream, another spelling", []string{"--listen", listen, "--upstream", dir + "/./p.sock", "--policy", good}, exitUsage, "--listen and --upstream name the same socket"},
 		{"listen links to upstream", []string{"--listen", link, "--upstream", upSock, "--policy", good}, exitUsage, "--listen and --upstream name the same socket"},
+		{"upstream links to listen", []string{"--listen", listen, "--upstream", toListen, "--policy", good}, exitUsage, "--listen and --upstream name the same socket"},
 		{"negative grace", []string{"--listen", listen, "--upstream", "/x", "--policy", good, "--grace", "-1s"}, exitUsage, "--grace must not be negative"},
 		{"negative dial timeout", []string{"--listen", listen, "--upstream", "/x", "--policy", good, "--dial-timeout", "-1s"}, exitUsage, "--dial-timeout must not be negative"},
 		{"negative idle timeout", []string{"--listen", listen, "--upstream", "/x", "--policy", good, "--idle-timeout", "-5m"}, exitUsage, "--idle-timeout must not be negative"},
