@@ -4,11 +4,16 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/secnet/secnet"
 )
@@ -67,5 +72,42 @@ func TestProxySharedSecret(t *testing.T) {
 	_, stderr, status = runSecnet(t, "whoami", "--secret-file", openFile, sock)
 	if status == exitOK || !strings.Contains(stderr, "mode 0644 lets its group or others read or write it") {
 		t.Errorf("whoami with a key others can read: status %d, %q", status, stderr)
+	}
+}
+
+// TestHTTPProxySharedSecretReload: with routes, a reload checks the next
+// request of an open connection against the new rules, but not with the
+// handshake again: the client, which proved its key when it connected,
+// speaks HTTP by then.
+func TestHTTPProxySharedSecretReload(t *testing.T) {
+	key, keyFile := writeKeyFile(t, 0600)
+	up, _ := routesUpstream(t)
+	src := "[[rule]]\nanyone = true\nsharedsecret = \"" + keyFile + "\"\n\n[[route]]\nname = \"all\"\nmatch = \"/\"\n"
+	p, sock := startProxy(t, up, src)
+	d := secnet.Dialer{Rules: []secnet.Rule{secnet.Anyone()}, Handshake: secnet.ProveSharedSecret(key)}
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, "unix", sock)
+	}}, Timeout: 20 * time.Second}
+	get := func() int {
+		t.Helper()
+		res, err := client.Get("http://x/hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if st := get(); st != 200 {
+		t.Fatalf("before the reload: %d", st)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, "policy reloaded", 1)
+	if st := get(); st != 200 {
+		t.Errorf("after the reload, on the same connection: %d, want 200", st)
+	}
+	p.waitLog(t, "request", 2)
+	if n := len(p.logs("allowed")); n != 1 {
+		t.Errorf("%d connections, want both requests on one", n)
 	}
 }
