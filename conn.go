@@ -26,6 +26,17 @@ func (c *SecureConn) Peer() Peer {
 	return c.id.load(attrAll)
 }
 
+// PeerBrief returns the attributes that name the peer in a log line: its
+// credentials, groups, label and program, reading those that no rule
+// needed as Peer does (the program through a pidfd). Its cgroup, unit
+// and namespaces are set only when a rule read them: PeerBrief leaves
+// out the /proc reads behind them, which cost more than the rest
+// together, for a server that logs every connection. A later Peer reads
+// them.
+func (c *SecureConn) PeerBrief() Peer {
+	return c.id.load(attrBrief)
+}
+
 // verifier applies rules to connections.
 type verifier struct {
 	rules  []Rule   // the rules that look at the identity alone

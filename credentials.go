@@ -55,6 +55,8 @@ const (
 	// attrAll is what (*SecureConn).Peer reads: everything but the digest,
 	// which costs a hash of the executable when it is not cached.
 	attrAll = attrCred | attrGroups | attrLabel | attrProgram | attrCgroup | attrNamespaces
+	// attrBrief is what (*SecureConn).PeerBrief reads.
+	attrBrief = attrCred | attrGroups | attrLabel | attrProgram
 )
 
 // fileID identifies a file by device and inode number.

@@ -107,6 +107,10 @@ func TestOnlyNeededAttributesAreRead(t *testing.T) {
 	if k := c.id.peer.known; k != attrCred {
 		t.Fatalf("a UID rule read %v, want credentials only", k)
 	}
+	// PeerBrief reads the program too, but not the cgroup and namespaces.
+	if p := c.PeerBrief(); p.Program != bin || p.known != attrBrief || p.Cgroup != "" {
+		t.Fatalf("PeerBrief() = %v (read %v), want program %s and no cgroup", &p, p.known, bin)
+	}
 	// Peer reads the rest on demand, still through the pidfd.
 	if p := c.Peer(); p.Program != bin || p.known != attrAll {
 		t.Fatalf("Peer() = %v (read %v), want program %s", &p, p.known, bin)

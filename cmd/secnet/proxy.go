@@ -406,12 +406,14 @@ func (p *proxy) handle(c *secnet.SecureConn) {
 // forward connects a verified connection to the upstream, whose server
 // must pass the upstream rules, and copies both ways until both end.
 func (p *proxy) forward(c *secnet.SecureConn, pv *policyVersion) {
-	// The identity for the log; Peer reads what the rules did not need,
-	// so it is read only when a record is written.
+	// The identity for the log; PeerBrief reads what the rules did not
+	// need, so it is read only when a record is written, and only what
+	// the record shows (not the cgroup and namespaces: a dozen /proc
+	// reads for every connection).
 	var peer slog.Attr
 	logPeer := func() slog.Attr {
 		if peer.Key == "" {
-			id := c.Peer()
+			id := c.PeerBrief()
 			peer = peerAttr(&id)
 		}
 		return peer
