@@ -15,10 +15,12 @@ import (
 // BenchmarkProxy compares a stream and a connection round trip through
 // secnet proxy with the same done on the upstream socket directly, and
 // through socat (when it is installed) as a reference for a plain proxy.
+// "proxy" logs only warnings; "proxy-info" logs at the default level, an
+// "allowed" line with the client's identity for every connection.
 //
 //	go test -run XXX -bench Proxy ./cmd/secnet
 func BenchmarkProxy(b *testing.B) {
-	for _, via := range []string{"direct", "proxy", "socat"} {
+	for _, via := range []string{"direct", "proxy", "proxy-info", "socat"} {
 		b.Run("stream/"+via, func(b *testing.B) {
 			up := sinkUpstream(b)
 			sock, pid := viaProxy(b, via, up)
@@ -68,8 +70,8 @@ func BenchmarkProxy(b *testing.B) {
 // proxy.
 func viaProxy(b *testing.B, via, up string) (string, int) {
 	switch via {
-	case "proxy":
-		p, sock := benchProxy(b, up)
+	case "proxy", "proxy-info":
+		p, sock := benchProxy(b, up, strings.TrimPrefix(via, "proxy-"))
 		return sock, p.cmd.Process.Pid
 	case "socat":
 		path, err := exec.LookPath("socat")
@@ -143,12 +145,16 @@ func waitForSocket(b *testing.B, path string, alive func() bool) {
 	}
 }
 
-// benchProxy runs a proxy that logs only warnings in front of up.
-func benchProxy(b *testing.B, up string) (*proc, string) {
+// benchProxy runs a proxy in front of up that logs at level ("proxy":
+// only warnings).
+func benchProxy(b *testing.B, up, level string) (*proc, string) {
+	if level == "proxy" {
+		level = "warn"
+	}
 	listen := filepath.Join(sockDir(b), "p.sock")
 	pol := filepath.Join(b.TempDir(), "policy.toml")
 	os.WriteFile(pol, []byte(uidPolicy(os.Getuid())), 0644)
-	p := start(b, "proxy", "--listen", listen, "--upstream", up, "--policy", pol, "--log-format", "json", "--log-level", "warn")
+	p := start(b, "proxy", "--listen", listen, "--upstream", up, "--policy", pol, "--log-format", "json", "--log-level", level)
 	waitForSocket(b, listen, p.running)
 	return p, listen
 }
