@@ -20,7 +20,8 @@
 // as net.Conn. *SecureConn embeds *net.UnixConn, so it also implements
 // net.Conn and every method of *net.UnixConn (file descriptor passing with
 // ReadMsgUnix and WriteMsgUnix, CloseWrite, SyscallConn, ...), and adds
-// Peer. A rejection is a *RejectError, which names every rule that was
+// Peer (and PeerBrief, the same less the cgroup and namespaces, for a
+// log line per connection). A rejection is a *RejectError, which names every rule that was
 // evaluated and failed, and why, and the rules that were not evaluated
 // because the verdict was settled without them; errors.Is(err,
 // ErrRejected) matches it. NewListener wraps a
