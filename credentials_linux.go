@@ -72,14 +72,7 @@ func (h *procHandle) alive() error {
 		}
 		return nil
 	}
-	alive, err := pidfdAlive(h.pidfd)
-	switch {
-	case err != nil:
-		return err
-	case !alive:
-		return ErrPeerExited
-	}
-	return nil
+	return pidfdRunning(h.pidfd)
 }
 
 // release closes what the handle holds, unless it was handed to Recheck.
@@ -277,14 +270,7 @@ func pinnedBy(pidfd, pid int, read func(pid int)) error {
 		return err
 	}
 	read(ppid)
-	alive, err := pidfdAlive(pidfd)
-	switch {
-	case err != nil:
-		return err
-	case !alive:
-		return ErrPeerExited
-	}
-	return nil
+	return pidfdRunning(pidfd)
 }
 
 // peerGroups reads SO_PEERGROUPS. x/sys has no helper for it: the option
@@ -508,4 +494,17 @@ func pidfdAlive(pidfd int) (bool, error) {
 		}
 		return n == 0, nil
 	}
+}
+
+// pidfdRunning returns nil while the process behind pidfd runs,
+// ErrPeerExited once it has exited, or why that cannot be told.
+func pidfdRunning(pidfd int) error {
+	alive, err := pidfdAlive(pidfd)
+	switch {
+	case err != nil:
+		return err
+	case !alive:
+		return ErrPeerExited
+	}
+	return nil
 }

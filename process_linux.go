@@ -57,11 +57,7 @@ func PeerOfProcess(pid int) (Peer, error) {
 	// peer; the pidfd confirms below that ppid was the process throughout.
 	var r procRead
 	r.read(context.Background(), ppid, attrAll&procAttrs, &p)
-	alive, err := pidfdAlive(pidfd)
-	if err == nil && !alive {
-		err = ErrPeerExited
-	}
-	if err != nil {
+	if err := pidfdRunning(pidfd); err != nil {
 		return Peer{}, fmt.Errorf("secnet: process %d: %w", pid, err)
 	}
 	r.store(attrAll&procAttrs, &p, nil)

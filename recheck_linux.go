@@ -95,12 +95,10 @@ func (h *heldPeer) recheckFD(pidfd int, sameMap bool, mapErr error) error {
 		// is the peer's.
 		now, _ = os.Readlink("/proc/" + strconv.Itoa(h.procPID) + "/exe")
 	}
-	alive, aerr := pidfdAlive(pidfd)
-	switch {
-	case aerr != nil:
+	if aerr := pidfdRunning(pidfd); aerr != nil {
 		return aerr
-	case !alive:
-		return ErrPeerExited
+	}
+	switch {
 	case mapErr != nil:
 		return mapErr
 	case err != nil:
