@@ -319,27 +319,58 @@ func TestInnerErrorsAreNotRetriedAhead(t *testing.T) {
 
 // TestBoundedWhenNobodyAccepts connects many peers to a listener whose
 // Accept was called once: it takes from the kernel only what its workers
-// and its queue hold, and leaves the rest in the backlog.
+// and its queue hold, and leaves the rest in the backlog. Accepting again
+// drains it all.
 func TestBoundedWhenNobodyAccepts(t *testing.T) {
 	requireLinux(t)
+	const workers, queue = 2, 3
+	t.Run("uids-not-counted", func(t *testing.T) {
+		// One returned, queue in the queue, workers waiting to queue
+		// theirs, and one more that the accept goroutine holds until a
+		// worker frees.
+		boundedWhenNobodyAccepts(t, ListenConfig{Workers: workers, WorkersPerUID: workers, QueueSize: queue}, 1+queue+workers+1)
+	})
+	t.Run("per-uid", func(t *testing.T) {
+		// At most: the uid's worker holds a verified connection waiting
+		// for the queue and the next of the uid's connections (its slot
+		// passed on), queue more wait for the slot, and the accept
+		// goroutine holds one more until Accept makes room. (Those beyond
+		// the waiting list while its verification ran were rejected with
+		// ErrTooManyPending: not held.)
+		const perUID = 1
+		boundedWhenNobodyAccepts(t, ListenConfig{Workers: workers, WorkersPerUID: perUID, QueueSize: queue}, 1+queue+2*perUID+queue+1)
+	})
+}
+
+// boundedWhenNobodyAccepts runs TestBoundedWhenNobodyAccepts with lc: the
+// listener may hold bound connections taken from the kernel and not
+// rejected.
+func boundedWhenNobodyAccepts(t *testing.T, lc ListenConfig, bound int64) {
 	path := filepath.Join(sockDir(t), "s")
 	inner, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cl := &countingListener{Listener: inner}
-	const workers, queue = 2, 3
-	lc := ListenConfig{Workers: workers, WorkersPerUID: workers, QueueSize: queue, alwaysPipeline: true}
-	lc.Rejected = func(e *RejectError) { t.Errorf("rejected: %v", e) } // none may be
+	lc.alwaysPipeline = true
+	perUID := lc.WorkersPerUID < lc.Workers
+	var rejected atomic.Int64
+	lc.Rejected = func(e *RejectError) {
+		if !perUID || !errors.Is(e, ErrTooManyPending) {
+			t.Errorf("rejected: %v", e)
+		}
+		rejected.Add(1)
+	}
 	ln := lc.NewListener(cl, UID(os.Getuid()))
 	defer ln.Close()
+	const n = 40
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
 			c.Close()
 		}
 	}()
-	for range 40 {
+	for range n {
 		c, err := net.Dial("unix", path)
 		if err != nil {
 			t.Fatal(err)
@@ -351,28 +382,57 @@ func TestBoundedWhenNobodyAccepts(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	// One returned, queue in the queue, workers waiting to queue theirs,
-	// and one more that the accept goroutine holds until a worker frees.
-	const bound = 1 + queue + workers + 1
-	for deadline := time.Now().Add(20 * time.Second); cl.calls.Load() < bound; {
+	held := func() int64 { return cl.calls.Load() - rejected.Load() }
+	if perUID {
+		// How many a uid's connections hold depends on how fast they
+		// were verified (while its verification runs, those beyond its
+		// waiting list are rejected): wait until the count settles.
+		last, since := held(), time.Now()
+		for deadline := time.Now().Add(20 * time.Second); held() < bound && time.Since(since) < 200*time.Millisecond; {
+			if time.Now().After(deadline) {
+				t.Fatalf("the listener's connections did not settle within 20s: %d held", held())
+			}
+			if now := held(); now != last {
+				last, since = now, time.Now()
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for deadline := time.Now().Add(20 * time.Second); !perUID && held() < bound; {
 		if time.Now().After(deadline) {
-			t.Fatalf("the listener took %d connections within 20s, want %d", cl.calls.Load(), bound)
+			t.Fatalf("the listener holds %d connections after 20s, want %d", held(), bound)
 		}
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(50 * time.Millisecond)          // time to take more, if it would
-	if got := cl.calls.Load(); got > bound+1 { // +1: the call in progress
+	time.Sleep(50 * time.Millisecond) // time to take more, if it would
+	if got := held(); got > bound+1 { // +1: the call in progress
 		t.Errorf("a listener nobody accepts from took %d connections from the kernel, want at most %d", got-1, bound)
 	}
 	// Accepting again drains the queue in order of completion, and the
-	// listener takes from the backlog again.
-	for range len(conns) - 1 {
-		c, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
+	// listener takes from the backlog again, until every connection is
+	// accepted or rejected.
+	accepted := make(chan struct{}, n)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return // closed
+			}
+			c.Close()
+			accepted <- struct{}{}
 		}
-		c.Close()
+	}()
+	got := int64(1)
+	for deadline := time.After(20 * time.Second); got+rejected.Load() < n; {
+		select {
+		case <-accepted:
+			got++
+		case <-time.After(time.Millisecond):
+		case <-deadline:
+			t.Fatalf("%d connections accepted and %d rejected within 20s of accepting again, of %d", got, rejected.Load(), n)
+		}
 	}
+	t.Logf("%d accepted, %d rejected", got, rejected.Load())
 }
 
 // TestSetRejectedWhileAccepting replaces the Rejected function while
