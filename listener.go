@@ -81,7 +81,10 @@ type ListenConfig struct {
 	// workers wait, and then the listener stops taking connections from
 	// the kernel: a listener nobody accepts from holds at most Workers +
 	// QueueSize connections, and QueueSize more for each uid that holds
-	// all its workers.
+	// all its workers. When uids are counted (WorkersPerUID below
+	// Workers), a worker whose verified connection waits for the queue
+	// has taken on the next connection of its uid already: up to
+	// 2×Workers + QueueSize then, and the waiting ones of each uid.
 	QueueSize int
 
 	// VerifyTimeout is the deadline of each connection's verification,
