@@ -41,8 +41,10 @@
 // deadline). Accept returns verified connections in the order their
 // verification completed, from a queue of ListenConfig.QueueSize. One
 // peer uid holds at most ListenConfig.WorkersPerUID workers; its further
-// connections wait for them, and beyond QueueSize waiting ones they are
-// rejected at once with ErrTooManyPending. When the queue is full the
+// connections wait for them, and beyond QueueSize waiting ones, when its
+// verifications are stalled (none ended for 50 ms), they are rejected
+// with ErrTooManyPending; a burst of connections verified as fast as they
+// come is taken from the backlog as it drains. When the queue is full the
 // workers wait, and the listener stops taking connections from the
 // kernel: its backlog applies as for a plain listener. Errors of the
 // inner listener (EMFILE, ...) reach Accept unchanged, one per call, so

@@ -18,7 +18,8 @@ var ErrVerifyTimeout = errors.New("verification did not finish within the deadli
 // ErrTooManyPending is the reason of a peer rejected before verification
 // because its uid already held every verification slot it may hold
 // (ListenConfig.WorkersPerUID) and the most connections that may wait for
-// one (ListenConfig.QueueSize).
+// one (ListenConfig.QueueSize), while those verifications were stalled
+// (none ended for 50 ms).
 var ErrTooManyPending = errors.New("too many connections of this uid waiting for verification")
 
 // RejectError reports a peer that failed verification: every rule that

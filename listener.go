@@ -70,9 +70,13 @@ type ListenConfig struct {
 	// peer uid may hold at once, so that one user cannot starve the
 	// others. Zero means a quarter of Workers (at least 1). The further
 	// connections of a uid that holds them all wait, in the order they
-	// came, for one of its workers; up to QueueSize of them may wait, and
-	// a connection beyond that is rejected at once with
-	// ErrTooManyPending. When WorkersPerUID is Workers or more, uids are
+	// came, for one of its workers; up to QueueSize of them may wait.
+	// Beyond that, while the uid's verifications keep ending (a burst),
+	// the listener stops taking connections from the kernel until one of
+	// them is taken on, as a plain listener leaves them in its backlog;
+	// once they have gone 50 ms without one ending (they are stalled), a
+	// connection beyond that is rejected with ErrTooManyPending, so that
+	// it does not hold up other uids. When WorkersPerUID is Workers or more, uids are
 	// not counted (and not read before verification).
 	WorkersPerUID int
 

@@ -137,9 +137,19 @@ type pipeline struct {
 
 // uidSlots is what one uid holds in the pipeline.
 type uidSlots struct {
-	busy    int   // verifications running
-	waiting []job // accepted, waiting for one of its slots
+	busy    int       // verifications running
+	waiting []job     // accepted, waiting for one of its slots
+	moved   time.Time // when a verification of the uid last started from none running, or ended
 }
+
+// burstPatience is how long a uid's verifications may go without one
+// ending before a connection beyond its waiting list is rejected. Within
+// it the uid is taken to send a burst of connections that are verified
+// as fast as they come (a busy client, a benchmark), and admit waits for
+// its list to shorten, as a plain listener leaves connections in the
+// kernel's backlog; past it the uid's verifications are stalled, and
+// its further connections must not hold up the other uids'.
+const burstPatience = 50 * time.Millisecond
 
 // noUID is the uid key of connections whose uid could not be read; they
 // share their slots (and are rejected by the verification anyway).
@@ -310,12 +320,14 @@ func (p *pipeline) acceptLoop() {
 // the uid's waiting list (or rejects it when the list is full) and reports
 // false.
 //
-// A full list means either that uid's verifications are slow (then c is
-// rejected: its uid must not hold more of the listener) or that the
-// queue for Accept is full, and the slots are held by connections whose
-// verification is done and that wait for Accept like everyone else: then
-// admit waits for room, and connections stay in the kernel's backlog, as
-// they would without per-uid slots.
+// A full list means one of three things. The queue for Accept is full,
+// and the slots are held by connections whose verification is done and
+// that wait for Accept like everyone else: admit waits for room, and
+// connections stay in the kernel's backlog, as they would without
+// per-uid slots. The uid's verifications end as fast as they come (one
+// ended within burstPatience): a burst, for which admit waits too. Or
+// they are stalled: c is rejected, since its uid must not hold more of
+// the listener.
 func (p *pipeline) admit(j job) bool {
 	if !p.cfg.checkUIDs {
 		return true
@@ -325,6 +337,9 @@ func (p *pipeline) admit(j job) bool {
 	for {
 		s := p.uids[uid]
 		if s.busy < p.cfg.perUID {
+			if s.busy == 0 {
+				s.moved = time.Now()
+			}
 			s.busy++
 			p.uids[uid] = s
 			p.mu.Unlock()
@@ -340,10 +355,23 @@ func (p *pipeline) admit(j job) bool {
 		// that takes from the queue after this look sees it, and
 		// broadcasts once Wait has released mu.
 		p.admitWaits.Store(true)
-		if len(p.ready) < cap(p.ready) || p.closed() {
+		if p.closed() {
 			break
 		}
+		// next broadcasts when the uid's list shortens; the timer wakes
+		// admit when the uid would count as stalled.
+		patience := burstPatience - time.Since(s.moved)
+		if patience <= 0 && len(p.ready) < cap(p.ready) {
+			break
+		}
+		var t *time.Timer
+		if patience > 0 {
+			t = time.AfterFunc(patience, p.wakeAdmitNow)
+		}
 		p.room.Wait()
+		if t != nil {
+			t.Stop()
+		}
 		p.admitWaits.Store(false)
 	}
 	p.admitWaits.Store(false)
@@ -372,6 +400,13 @@ func (p *pipeline) wakeAdmit() {
 	}
 }
 
+// wakeAdmitNow wakes admit if it waits.
+func (p *pipeline) wakeAdmitNow() {
+	p.mu.Lock()
+	p.room.Broadcast()
+	p.mu.Unlock()
+}
+
 // next hands uid's slot to the next connection waiting for it and returns
 // its job, or gives the slot back and returns a job without a connection.
 func (p *pipeline) next(uid uint32) job {
@@ -381,6 +416,7 @@ func (p *pipeline) next(uid uint32) job {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.uids[uid]
+	s.moved = time.Now() // a verification of uid ended
 	if len(s.waiting) > 0 {
 		j := s.waiting[0]
 		s.waiting[0] = job{}

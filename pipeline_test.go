@@ -115,8 +115,9 @@ func TestStalledPeerDoesNotDelayOthers(t *testing.T) {
 
 // TestUIDCannotStarveOthers has one uid open many connections whose
 // verification stalls: it holds WorkersPerUID workers, QueueSize more of
-// its connections wait, the rest are rejected at once, and a peer of
-// another uid is accepted meanwhile.
+// its connections wait, the rest are rejected once its verifications
+// have gone burstPatience without one ending, and a peer of another uid
+// is accepted meanwhile.
 func TestUIDCannotStarveOthers(t *testing.T) {
 	requireLinux(t)
 	requireRoot(t)
@@ -511,5 +512,30 @@ func TestInlineDecision(t *testing.T) {
 		if got := v.inline(); got != c.want {
 			t.Errorf("%s: inline = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// TestUIDBurstIsNotRejected has one uid open many more connections at
+// once than its slots and its waiting list hold, with verifications that
+// end quickly: a burst, not a stall. Every connection is accepted, as a
+// plain listener would accept them from its backlog; none is rejected
+// with ErrTooManyPending.
+func TestUIDBurstIsNotRejected(t *testing.T) {
+	requireLinux(t)
+	bin := peerBinary(t)
+	const conns = 40
+	quick := RuleFunc("quick", func(*Peer) error { time.Sleep(200 * time.Microsecond); return nil })
+	h := listenConfig(t, ListenConfig{Mode: 0666, Workers: 4, WorkersPerUID: 1, QueueSize: 2}, quick)
+	h.start()
+	hp := startPeer(t, bin, "holdmany", nil, "SECNET_TEST_SOCK="+h.path, "SECNET_TEST_N="+itoa(conns))
+	for i := range conns {
+		c, rej := h.next(t)
+		if rej != nil {
+			t.Fatalf("connection %d of a burst of %d rejected: %v", i+1, conns, rej)
+		}
+		c.Close()
+	}
+	if got := hp.line(t); got != "connected" {
+		t.Fatalf("burst peer: %q", got)
 	}
 }
