@@ -161,6 +161,8 @@ func BenchmarkConnCycleProcess(b *testing.B) {
 		// The same, verified in Accept as before the pipeline: what the
 		// pipeline's handoffs cost.
 		{"program-inline", []Rule{Program(bin)}, ListenConfig{neverPipeline: true}},
+		// The same through the workers, as on more than two processors.
+		{"program-pipeline", []Rule{Program(bin)}, ListenConfig{alwaysPipeline: true}},
 	}
 	for _, g := range []int{1, 8} {
 		for _, v := range variants {
