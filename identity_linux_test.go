@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,8 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 func init() {
@@ -135,32 +132,13 @@ func runReexec() int {
 			}
 		}
 	}
-	c, err := net.Dial("unix", os.Getenv("SECNET_TEST_SOCK"))
-	if err != nil {
-		fmt.Println("dial:", err)
-		return 2
-	}
-	rc, err := c.(*net.UnixConn).SyscallConn()
-	if err == nil {
-		rc.Control(func(fd uintptr) { _, err = unix.FcntlInt(fd, unix.F_SETFD, 0) })
-	}
-	if err != nil {
-		fmt.Println("fcntl:", err)
-		return 2
-	}
-	fmt.Println("connected")
-	var b [1]byte
-	for b[0] != '\n' {
-		if _, err := os.Stdin.Read(b[:]); err != nil {
-			return 0
-		}
-	}
 	self, err := os.Executable()
-	if err == nil {
-		err = syscall.Exec(self, []string{self}, append(os.Environ(), "SECNET_TEST_REEXECED=1"))
+	if err != nil {
+		fmt.Println("executable:", err)
+		return 2
 	}
-	fmt.Println("exec:", err)
-	return 2
+	os.Setenv("SECNET_TEST_REEXECED", "1") // for the program runExecPeer executes
+	return runExecPeer(os.Getenv("SECNET_TEST_SOCK"), self)
 }
 
 // TestRecheckSeesReexec checks that Recheck reports a peer that executed
