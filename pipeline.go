@@ -105,8 +105,9 @@ func (lc *ListenConfig) pipelineConfig() pipelineConfig {
 // reads the peer's uid (SO_PEERCRED, which no peer can slow down): a uid
 // that already holds cfg.perUID verifications gets its connection put on
 // its own waiting list, which the worker of that uid that finishes first
-// takes over, and a connection beyond cfg.waiting on that list is
-// rejected. A verified connection goes into ready, a channel of
+// takes over; beyond cfg.waiting on that list, acceptLoop waits while the
+// uid's verifications keep ending (a burst) and rejects the connection
+// once they are stalled (see admit). A verified connection goes into ready, a channel of
 // cfg.queue connections, from which Accept takes them in the order they
 // completed; when it is full the workers wait, and acceptLoop stops
 // taking connections from the kernel.
