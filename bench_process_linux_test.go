@@ -31,7 +31,8 @@ func init() {
 // stdin closes). In mode "echo" a cycle connects, writes a byte, reads it
 // back and closes; in mode "rejected" it connects and reads until the
 // server closes the connection. At the end it prints "done", the elapsed
-// nanoseconds, the number of cycles and the longest cycle in nanoseconds.
+// nanoseconds, the number of cycles, the longest cycle in nanoseconds and
+// the CPU time the process used, in nanoseconds.
 func runCycler() int {
 	sock, mode := os.Getenv("SECNET_TEST_SOCK"), os.Getenv("SECNET_TEST_MODE")
 	g, _ := strconv.Atoi(os.Getenv("SECNET_TEST_G"))
@@ -92,13 +93,16 @@ func runCycler() int {
 		fmt.Println("error:", err)
 		return 1
 	}
-	fmt.Println("done", int64(elapsed), cycles.Load(), longest.Load())
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	fmt.Println("done", int64(elapsed), cycles.Load(), longest.Load(), ru.Utime.Nano()+ru.Stime.Nano())
 	return 0
 }
 
 // cyclerResult is what a cycler process reported.
 type cyclerResult struct {
 	elapsed, longest time.Duration
+	cpu              time.Duration // the client process's, from getrusage
 	cycles           int64
 }
 
@@ -125,11 +129,11 @@ func (p *peerProc) result(b *testing.B) cyclerResult {
 	b.Helper()
 	line := p.line(b)
 	var r cyclerResult
-	var elapsed, longest int64
-	if _, err := fmt.Sscanf(line, "done %d %d %d", &elapsed, &r.cycles, &longest); err != nil {
+	var elapsed, longest, cpu int64
+	if _, err := fmt.Sscanf(line, "done %d %d %d %d", &elapsed, &r.cycles, &longest, &cpu); err != nil {
 		b.Fatalf("client process: %q", line)
 	}
-	r.elapsed, r.longest = time.Duration(elapsed), time.Duration(longest)
+	r.elapsed, r.longest, r.cpu = time.Duration(elapsed), time.Duration(longest), time.Duration(cpu)
 	return r
 }
 
@@ -142,12 +146,29 @@ func cpuTime(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// idleTime is the time the machine's processors have been idle, summed
+// over all of them, from /proc/stat (in USER_HZ ticks: 10 ms).
+func idleTime(b *testing.B) time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var user, nice, system, idle, iowait uint64
+	if _, err := fmt.Sscanf(string(data), "cpu %d %d %d %d %d", &user, &nice, &system, &idle, &iowait); err != nil {
+		b.Fatalf("/proc/stat: %v", err)
+	}
+	return time.Duration(idle+iowait) * 10 * time.Millisecond
+}
+
 // BenchmarkConnCycleProcess is BenchmarkConnCycle with the clients in
 // another process: G goroutines there each connect, write a byte, read
 // the reply and close, b.N cycles in all. Besides conns/s it reports the
 // server's CPU time per connection (server-µs/conn, from getrusage of
 // the server process): what secnet costs beyond the system calls that
-// any server makes.
+// any server makes; the client process's (client-µs/conn), and the time
+// the machine's processors were idle (idle-µs/conn, summed over them):
+// on a machine the server and the clients share, the three add up to
+// the wall time per connection times the number of processors.
 func BenchmarkConnCycleProcess(b *testing.B) {
 	bin := peerBinary(b)
 	variants := []struct {
@@ -183,13 +204,17 @@ func BenchmarkConnCycleProcess(b *testing.B) {
 				n := (b.N + g - 1) / g
 				cl := startCycler(b, bin, path, "echo", g, n, nil)
 				cpu := cpuTime(b)
+				idle := idleTime(b)
 				b.ResetTimer()
 				cl.start(b)
 				r := cl.result(b)
 				b.StopTimer()
 				cpu = cpuTime(b) - cpu
+				idle = idleTime(b) - idle
 				b.ReportMetric(float64(r.cycles)/r.elapsed.Seconds(), "conns/s")
 				b.ReportMetric(float64(cpu.Microseconds())/float64(r.cycles), "server-µs/conn")
+				b.ReportMetric(float64(r.cpu.Microseconds())/float64(r.cycles), "client-µs/conn")
+				b.ReportMetric(float64(idle.Microseconds())/float64(r.cycles), "idle-µs/conn")
 			})
 		}
 	}

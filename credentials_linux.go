@@ -379,39 +379,6 @@ func startedBeforeNow(pid int) (uint64, error) {
 	return start, nil
 }
 
-// exeStatx is what readExe asks statx for: the birth time tells a file
-// from a later one that reuses its inode number (see Recheck).
-const exeStatx = unix.STATX_INO | unix.STATX_NLINK | unix.STATX_BTIME
-
-// readExe reads the path and the file identity of /proc/<pid>/exe. stx
-// receives what statx gave for the file, with the fields of mask as well
-// as those of exeStatx, so that a digest needs no second statx.
-//
-// The statx does not ask the file system to refresh what it cached
-// (AT_STATX_DONT_SYNC): the device and inode number are known without it,
-// and a FUSE or NFS server (which the peer may run) is not asked. Whether
-// the file was deleted is decided by its link count, not by its name: a
-// file may be called "x (deleted)".
-func readExe(pid, mask int, stx *unix.Statx_t) (string, exeStamp, error) {
-	link := procPath(pid, "exe")
-	var buf [unix.PathMax]byte
-	n, err := readlinkPath(&link, buf[:])
-	if err != nil {
-		return "", exeStamp{}, procError(link.String(), err)
-	}
-	if n == len(buf) {
-		return "", exeStamp{}, fmt.Errorf("%w: %s: the path is longer than PATH_MAX", ErrProcUnavailable, link.String())
-	}
-	if err := statxPathMask(&link, unix.AT_STATX_DONT_SYNC, mask|exeStatx, stx); err != nil {
-		return "", exeStamp{}, procError(link.String(), err)
-	}
-	path := string(buf[:n])
-	if stx.Nlink == 0 {
-		return "", exeStamp{}, fmt.Errorf("%w: %q", ErrProgramDeleted, path)
-	}
-	return path, statxStamp(stx), nil
-}
-
 // procError explains why a file under /proc/<pid> could not be read.
 func procError(name string, err error) error {
 	var why string

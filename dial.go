@@ -138,7 +138,7 @@ func (d *Dialer) verify(ctx context.Context, v *verifier, c net.Conn) (*SecureCo
 		}
 	}
 	if d.Handshake != nil {
-		if err := runHandshake(ctx, sc, d.Handshake, true); err != nil {
+		if err := runHandshake(ctx, sc, "Dialer.Handshake", d.Handshake, true); err != nil {
 			if sc != c && sc.held != nil {
 				sc.held.close()
 			}

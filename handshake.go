@@ -28,7 +28,8 @@ import (
 // cleared afterwards (fn may set a shorter one). When the listener is
 // closed, ctx is cancelled and a blocked read returns. fn must not keep
 // ctx or c for use after it returns (the listener reuses the context for
-// its next verification, and hands c to Accept). What fn reads is
+// its next verification, and hands c to Accept). If fn panics, the peer
+// is rejected with a *PanicError and the listener goes on. What fn reads is
 // consumed: the application sees what the peer sends after it. A non-nil
 // error rejects the peer, reported to Rejected under name. Several
 // handshake rules run one after the other, in the order given.
@@ -62,7 +63,7 @@ const defaultHandshakeTimeout = DefaultVerifyTimeout
 // every other rule.
 func (v *verifier) handshake(ctx context.Context, sc *SecureConn) *RejectError {
 	for _, r := range v.hs {
-		if err := runHandshake(ctx, sc, r.hs, false); err != nil {
+		if err := runHandshake(ctx, sc, r.name, r.hs, false); err != nil {
 			// The peer as far as it was read: the rules that settled the
 			// verdict early read no more than they needed.
 			return &RejectError{Peer: sc.id.load(attrCred), Failures: []RuleError{{Rule: r.name, Err: err}}}
@@ -87,8 +88,9 @@ var errHandshakeCancelled = errors.New("verification was cancelled")
 // runHandshake runs fn on c with the connection's deadline following ctx,
 // and clears the deadline afterwards. client says that this process is
 // the client: nothing else shuts c down at the deadline, so what fn was
-// doing then is worth saying.
-func runHandshake(ctx context.Context, c *SecureConn, fn func(context.Context, *SecureConn) error, client bool) error {
+// doing then is worth saying. name names fn in the *PanicError that a
+// panic of fn becomes.
+func runHandshake(ctx context.Context, c *SecureConn, name string, fn func(context.Context, *SecureConn) error, client bool) error {
 	if ctx.Err() != nil {
 		return handshakeContextError(ctx, nil)
 	}
@@ -100,7 +102,7 @@ func runHandshake(ctx context.Context, c *SecureConn, fn func(context.Context, *
 	}
 	// A cancelled context (a closed listener) unblocks fn's reads too.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	err := fn(ctx, c)
+	err := callHandshake(ctx, c, name, fn)
 	detail := err
 	if !client {
 		// At the deadline the listener shuts c down: fn's error (an end
@@ -124,6 +126,12 @@ func runHandshake(ctx context.Context, c *SecureConn, fn func(context.Context, *
 		return deadlineError(ctx, "clearing", err)
 	}
 	return nil
+}
+
+// callHandshake calls fn, turning a panic into a *PanicError.
+func callHandshake(ctx context.Context, c *SecureConn, name string, fn func(context.Context, *SecureConn) error) (err error) {
+	defer recoverRule(name, &err)
+	return fn(ctx, c)
 }
 
 // deadlineError is the error of setting or clearing (what) the

@@ -399,7 +399,7 @@ func TestHandshakeDeadlineAtStart(t *testing.T) {
 	srv.Close()
 	ran := false
 	fn := func(context.Context, *SecureConn) error { ran = true; return nil }
-	err := runHandshake(&endingCtx{Context: context.Background()}, &SecureConn{UnixConn: srv}, fn, false)
+	err := runHandshake(&endingCtx{Context: context.Background()}, &SecureConn{UnixConn: srv}, "test", fn, false)
 	if !errors.Is(err, ErrVerifyTimeout) || !strings.Contains(err.Error(), "the handshake was cut off") {
 		t.Errorf("handshake on a connection closed at the deadline: %v, want ErrVerifyTimeout", err)
 	}

@@ -34,59 +34,9 @@ type packetSys struct {
 	// tests).
 	oobSize int
 	opts    readOptions
-	exes    exeCache
 	// timeout bounds the hashing of an executable for a datagram
 	// (ListenConfig.VerifyTimeout); 0: none.
 	timeout time.Duration
-}
-
-// exeCache remembers the path of the executable last read for each
-// sender pid, so that repeated datagrams from a process cost a statx of
-// /proc/<pid>/exe (the file identity the Program rule compares) instead of
-// a readlink and a statx. An entry is used only when the statx finds the
-// very file it was read for (device, inode and birth time): an execve, or
-// a pid reused by a process that runs another file, reads afresh. (A
-// reused pid whose process runs the same file gets the same answer, which
-// is right for that file; only its path string is the one the first
-// process's mount namespace showed.)
-type exeCache struct {
-	mu sync.Mutex
-	m  map[int]exeEntry
-}
-
-type exeEntry struct {
-	path  string
-	stamp exeStamp
-}
-
-// maxExeCache bounds the entries; the cache is emptied when it is full.
-const maxExeCache = 4096
-
-// read returns the path and identity of the executable of pid, as readExe
-// does. The caller confirms through a pidfd that pid still is the sender.
-func (c *exeCache) read(pid int) (string, fileID, error) {
-	link := procPath(pid, "exe")
-	var stx unix.Statx_t
-	if err := statxPathMask(&link, unix.AT_STATX_DONT_SYNC, exeStatx, &stx); err == nil && stx.Nlink > 0 {
-		stamp := statxStamp(&stx)
-		c.mu.Lock()
-		e, ok := c.m[pid]
-		c.mu.Unlock()
-		if ok && e.stamp == stamp {
-			return e.path, stamp.id, nil
-		}
-	}
-	path, stamp, err := readExe(pid, exeStatx, &stx)
-	if err != nil {
-		return "", fileID{}, err
-	}
-	c.mu.Lock()
-	if c.m == nil || len(c.m) >= maxExeCache {
-		c.m = make(map[int]exeEntry)
-	}
-	c.m[pid] = exeEntry{path, stamp}
-	c.mu.Unlock()
-	return path, stamp.id, nil
 }
 
 // oobSize is large enough for every control message a datagram can bring
@@ -349,7 +299,10 @@ func (s *packetSys) readSender(m *control, want attrs, p *Peer) {
 			}
 			if want&attrProgram != 0 {
 				p.known |= attrProgram
-				p.Program, p.exe, p.errs.program = s.exes.read(pid)
+				var stx unix.Statx_t
+				var stamp exeStamp
+				p.Program, stamp, p.errs.program = readExe(pid, exeStatx, &stx)
+				p.exe = stamp.id
 			}
 			read(pid)
 		})

@@ -73,9 +73,14 @@ type unknownError struct{ err error }
 func (e *unknownError) Error() string { return e.err.Error() }
 func (e *unknownError) Unwrap() error { return e.err }
 
+// isUnknown reports whether err says the peer's identity could not be
+// decided on: an attribute could not be read, or a rule panicked.
 func isUnknown(err error) bool {
-	_, ok := err.(*unknownError)
-	return ok
+	switch err.(type) {
+	case *unknownError, *PanicError:
+		return true
+	}
+	return false
 }
 
 // leaf builds a rule that needs the attributes in need and fails, without
@@ -306,12 +311,17 @@ func Label(patterns ...string) Rule {
 // and (*SecureConn).ProgramSHA256; if any part of it cannot be read, the
 // rule fails without calling fn. fn returns nil to pass the peer, or the
 // reason it fails. Not treats any error of fn as "does not match". fn must be safe for
-// concurrent use.
+// concurrent use. If fn panics, the peer fails, under Not as well, with a
+// *PanicError that holds the panic value and the stack, and the listener
+// goes on.
 func RuleFunc(name string, fn func(p *Peer) error) Rule {
 	if name == "" || fn == nil {
 		return invalid("func", errors.New("RuleFunc needs a name and a function"))
 	}
-	return leaf(name, name+"()", attrAll, fn)
+	return leaf(name, name+"()", attrAll, func(p *Peer) (err error) {
+		defer recoverRule(name, &err)
+		return fn(p)
+	})
 }
 
 // AllOf passes a peer that passes every rule; its reason lists every rule

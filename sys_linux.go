@@ -63,6 +63,37 @@ func statxPathMask(p *cpath, flags, mask int, stx *unix.Statx_t) error {
 	return nil
 }
 
+// statxFDMask is statx(2) of the open file fd (AT_EMPTY_PATH), with flags,
+// for the fields in mask.
+func statxFDMask(fd, flags, mask int, stx *unix.Statx_t) error {
+	var empty byte
+	_, _, errno := unix.Syscall6(unix.SYS_STATX, uintptr(fd), uintptr(unsafe.Pointer(&empty)),
+		uintptr(flags|unix.AT_EMPTY_PATH), uintptr(mask), uintptr(unsafe.Pointer(stx)), 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// openPath is open(2) of the file p names, with flags.
+func openPath(p *cpath, flags int) (int, error) {
+	fd, _, errno := unix.Syscall6(unix.SYS_OPENAT, atFDCWD(), uintptr(unsafe.Pointer(&p.b[0])), uintptr(flags), 0, 0, 0)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(fd), nil
+}
+
+// selfFDPath returns "/proc/self/fd/<fd>".
+func selfFDPath(fd int) cpath {
+	var p cpath
+	s := append(p.b[:0], "/proc/self/fd/"...)
+	s = strconv.AppendInt(s, int64(fd), 10)
+	p.n = len(s)
+	p.b[p.n] = 0
+	return p
+}
+
 // peerCred is getsockopt(SO_PEERCRED) without the allocation of
 // unix.GetsockoptUcred.
 func peerCred(fd int) (unix.Ucred, error) {
