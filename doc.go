@@ -66,7 +66,8 @@
 // more than it gains; on more processors the workers read /proc for
 // several peers at once, so that the accept loop is not the bottleneck.
 // Cgroup, Unit, ProgramDigest, RuleFunc and handshakes always go through
-// the pipeline.
+// the pipeline. A RuleFunc or Handshake function that panics rejects its
+// peer with a *PanicError (under Not as well) and the listener goes on.
 //
 // # What each rule proves
 //
