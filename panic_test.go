@@ -69,16 +69,8 @@ func TestHandshakePanic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	done := serveEcho(ln)
+	defer func() { ln.Close(); <-done }()
 	d := Dialer{Rules: []Rule{UID(os.Geteuid())}, Handshake: func(context.Context, *SecureConn) error { panic("client bug") }}
 	c, err := d.DialSecure(context.Background(), "unix", path)
 	if err == nil {
