@@ -177,7 +177,10 @@ func BenchmarkConnCycleProcess(b *testing.B) {
 		lc    ListenConfig
 	}{
 		{"plain", nil, ListenConfig{}},
+		// On one or two processors: inline.
 		{"uid", []Rule{UID(os.Geteuid())}, ListenConfig{}},
+		// The same through the workers, as on more than two processors.
+		{"uid-pipeline", []Rule{UID(os.Geteuid())}, ListenConfig{alwaysPipeline: true}},
 		{"program", []Rule{Program(bin)}, ListenConfig{}},
 		// The same, verified in Accept as before the pipeline: what the
 		// pipeline's handoffs cost.
@@ -227,8 +230,8 @@ func BenchmarkConnCycleProcess(b *testing.B) {
 // those peers; workers=1 verifies one connection at a time, as a listener
 // that verified inside Accept did. It reports the allowed peer's mean and
 // longest cycle: connect, one byte each way, close. (The rule reads only
-// the credentials, which a listener would verify inline: the benchmark
-// makes it use the pipeline, whose behaviour it measures.)
+// the credentials, which a listener on two processors verifies inline:
+// the benchmark makes it use the pipeline, whose behaviour it measures.)
 func BenchmarkHeadOfLine(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: the stalling peers run as another uid")

@@ -58,13 +58,14 @@
 // or the namespaces (OnHost, SameNamespaces, Not of an id rule), and
 // AnyOf, AllOf and Not of them, cannot wait on anything a peer controls:
 // the executable's statx answers from the kernel's inode cache without
-// asking a FUSE or NFS server. A listener whose rules read only what the
-// socket gives verifies inline in Accept, which costs their system calls
-// and no handoff between goroutines, and uses none of the pipeline's
-// knobs. So does a listener with Program or namespace rules on a machine
-// with one or two processors (GOMAXPROCS), where a handoff would cost
-// more than it gains; on more processors the workers read /proc for
-// several peers at once, so that the accept loop is not the bottleneck.
+// asking a FUSE or NFS server. On a machine with one or two processors
+// (GOMAXPROCS) a listener with such rules verifies inline in Accept, which
+// costs their system calls and no handoff between goroutines, and uses
+// none of the pipeline's knobs: a handoff would cost more than it gains.
+// On more processors the workers verify them too, in parallel, so that
+// the goroutine that takes connections from the kernel, which bounds the
+// rate of a busy listener as the accept loop bounds a plain server's,
+// does no more than accept, read the peer's uid and hand on.
 // Cgroup, Unit, ProgramDigest, RuleFunc and handshakes always go through
 // the pipeline. A RuleFunc or Handshake function that panics rejects its
 // peer with a *PanicError (under Not as well) and the listener goes on.

@@ -51,7 +51,8 @@ type ListenConfig struct {
 	KeepPidfd bool
 
 	// The verification pipeline. Unless its rules are verified inline in
-	// Accept (see the package doc), the listener takes connections from
+	// Accept (rules that cannot wait on a peer, with one or two
+	// processors: see the package doc), the listener takes connections from
 	// the kernel in a goroutine of its own (started by the first Accept)
 	// and verifies them concurrently, each under a deadline; Accept returns
 	// them in the order their verification completed. A peer that is slow

@@ -480,8 +480,9 @@ func setRejectedWhileAccepting(t *testing.T, lc ListenConfig) {
 }
 
 // TestInlineDecision checks which listeners verify in Accept: rules that
-// read only the socket always, rules that read /proc only with one or two
-// processors, rules that can wait on a peer never.
+// cannot wait on a peer (those that read the socket, the executable or
+// the namespaces) with one or two processors, rules that can wait on a
+// peer never.
 func TestInlineDecision(t *testing.T) {
 	prev := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
@@ -497,7 +498,8 @@ func TestInlineDecision(t *testing.T) {
 		want  bool
 	}{
 		{"uid/1", []Rule{UID(0)}, 1, true},
-		{"uid/16", []Rule{UID(0), Label("*")}, 16, true},
+		{"uid/2", []Rule{UID(0), Label("*")}, 2, true},
+		{"uid/16", []Rule{UID(0), Label("*")}, 16, false},
 		{"program/2", []Rule{Program(sh)}, 2, true},
 		{"program/16", []Rule{Program(sh)}, 16, false},
 		{"anyof-uid-program/16", []Rule{AnyOf(UID(0), Program(sh))}, 16, false},
