@@ -183,3 +183,39 @@ func ExampleListenConfig_NewListener() {
 	fmt.Println("deadline:", errors.Is(e, secnet.ErrVerifyTimeout))
 	// Output: deadline: true
 }
+
+// Code that reads a peer's credentials itself needs a *net.UnixConn:
+// ttrpc's UnixCredentialsFunc handshakers, tailscale's peercred and
+// snapd's ucrednet assert that type and refuse anything else. UnixConns
+// hands them the verified connections as *net.UnixConn, for example
+// ttrpcServer.Serve(ctx, ln.UnixConns()).
+func ExampleListener_UnixConns() {
+	dir, err := os.MkdirTemp("", "sn")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "example.sock")
+	ln, err := secnet.Listen("unix", sock, secnet.SameUser())
+	if err != nil {
+		log.Fatal(err)
+	}
+	raw := ln.UnixConns()
+	defer raw.Close()
+	go func() {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			defer c.Close()
+			c.Read(make([]byte, 1))
+		}
+	}()
+
+	c, err := raw.Accept()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	_, ok := c.(*net.UnixConn) // what such code checks first
+	fmt.Println("*net.UnixConn:", ok)
+	// Output: *net.UnixConn: true
+}
