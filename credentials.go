@@ -105,9 +105,9 @@ type Peer struct {
 	// executable at that moment: a peer that calls execve after connecting
 	// has a new one. The path is the one the peer's mount namespace shows;
 	// the Program rule compares files (device and inode), not strings. The
-	// path read for a file is reused for a second for the same file on the
-	// same mount: after a directory above it is renamed, Program may show
-	// the old path for up to a second.
+	// path read for a file with a single name is reused for a second for
+	// the same file on the same mount: after a directory above it is
+	// renamed, Program may show the old path for up to a second.
 	Program string
 
 	// Label is the peer's LSM security label as of connect(), from

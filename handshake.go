@@ -104,9 +104,11 @@ func runHandshake(ctx context.Context, c *SecureConn, name string, fn func(conte
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	err := callHandshake(ctx, c, name, fn)
 	detail := err
-	if !client {
+	var panicked *PanicError
+	if !client && !errors.As(err, &panicked) {
 		// At the deadline the listener shuts c down: fn's error (an end
-		// of stream) describes that, not the peer.
+		// of stream) describes that, not the peer. A panic is fn's own,
+		// and is kept.
 		detail = nil
 	}
 	if !stop() {
@@ -130,8 +132,11 @@ func runHandshake(ctx context.Context, c *SecureConn, name string, fn func(conte
 
 // callHandshake calls fn, turning a panic into a *PanicError.
 func callHandshake(ctx context.Context, c *SecureConn, name string, fn func(context.Context, *SecureConn) error) (err error) {
-	defer recoverRule(name, &err)
-	return fn(ctx, c)
+	returned := false
+	defer recoverRule(name, &err, &returned)
+	err = fn(ctx, c)
+	returned = true
+	return err
 }
 
 // deadlineError is the error of setting or clearing (what) the

@@ -29,10 +29,14 @@ func (e *PanicError) Unwrap() error {
 	return err
 }
 
-// recoverRule turns a panic of the function of rule into *err. Call it
-// deferred, directly.
-func recoverRule(rule string, err *error) {
-	if v := recover(); v != nil {
+// recoverRule turns a panic of the function of rule into *err, when the
+// function did not return (*returned is false): a panic(nil) under
+// GODEBUG=panicnil=1, which recover reports as nil, fails as well. Call it
+// deferred, directly. (A function that calls runtime.Goexit still ends
+// the goroutine: rules and handshakes must return.)
+func recoverRule(rule string, err *error, returned *bool) {
+	v := recover()
+	if !*returned {
 		*err = &PanicError{Rule: rule, Value: v, Stack: debug.Stack()}
 	}
 }

@@ -3,13 +3,44 @@ package secnet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
+
+func init() {
+	childRoles["panicnil"] = runPanicNil
+}
+
+// runPanicNil checks, in a process started with GODEBUG=panicnil=1, that
+// a RuleFunc calling panic(nil), which recover then reports as nil, fails
+// its peer, also under Not.
+func runPanicNil() int {
+	if v := func() (v any) {
+		defer func() { v = recover() }()
+		panic(nil)
+	}(); v != nil {
+		fmt.Println("skip: panic(nil) is recovered as", v)
+		return 0
+	}
+	r := RuleFunc("nilpanic", func(*Peer) error { panic(nil) })
+	for _, r := range []Rule{r, Not(r)} {
+		err := r.Check(&Peer{known: attrAll})
+		var pe *PanicError
+		if !errors.As(err, &pe) {
+			fmt.Printf("%s: %v, want a *PanicError\n", r, err)
+			return 1
+		}
+	}
+	fmt.Println("ok")
+	return 0
+}
 
 // A RuleFunc that panics rejects its peer with a *PanicError, also under
 // Not, and the listener goes on with the next peer.
@@ -53,6 +84,20 @@ func TestRuleFuncPanicFailsClosed(t *testing.T) {
 	}
 }
 
+// panic(nil) with GODEBUG=panicnil=1, where recover reports nothing, fails
+// the peer too.
+func TestRuleFuncPanicNil(t *testing.T) {
+	cmd := exec.Command(peerBinary(t))
+	cmd.Env = append(os.Environ(), "SECNET_TEST_ROLE=panicnil", "GODEBUG=panicnil=1", "GORACE=atexit_sleep_ms=0")
+	out, err := cmd.CombinedOutput()
+	switch got := strings.TrimSpace(string(out)); {
+	case strings.HasPrefix(got, "skip:"):
+		t.Skip(got)
+	case err != nil || got != "ok":
+		t.Fatalf("%v: %s", err, got)
+	}
+}
+
 // A Handshake function that panics rejects its peer; a Dialer's Handshake
 // that panics makes Dial fail. Neither stops the process.
 func TestHandshakePanic(t *testing.T) {
@@ -62,6 +107,18 @@ func TestHandshakePanic(t *testing.T) {
 	var pe *PanicError
 	if !errors.As(rej, &pe) || pe.Rule != "hs" || pe.Unwrap() == nil || pe.Unwrap().Error() != "hs bug" {
 		t.Fatalf("rejected with %v, want the handshake's *PanicError", rej)
+	}
+
+	// A panic after the deadline is reported with it.
+	lc := ListenConfig{Mode: 0666, VerifyTimeout: 50 * time.Millisecond}
+	late := listenConfig(t, lc, Anyone(), Handshake("late", func(ctx context.Context, _ *SecureConn) error {
+		<-ctx.Done()
+		panic("late bug")
+	}))
+	startClient(t, peerBinary(t), late.path, "hold", nil)
+	rej = late.mustReject(t)
+	if !errors.As(rej, &pe) || pe.Value != "late bug" || !errors.Is(rej, ErrVerifyTimeout) {
+		t.Fatalf("rejected with %v, want the deadline and the handshake's *PanicError", rej)
 	}
 
 	path := filepath.Join(sockDir(t), "plain")

@@ -45,9 +45,10 @@ func (v *verifier) cannotWait() bool {
 }
 
 // inlineProcs is the most processors on which rules that cannot wait
-// on a peer are verified inline. On one or two processors a handoff to a
-// worker costs CPU (1–2.5 µs a connection) and gains nothing, since
-// there is no idle processor to verify on. On more, the goroutine that
+// on a peer are verified inline (GOMAXPROCS when the listener is made).
+// On one or two processors a handoff to a worker costs CPU (0.5–2.5 µs a
+// connection in 2-core runs) and gains no rate, since there is no idle
+// processor to verify on. On more, the goroutine that
 // takes connections from the kernel is what bounds a listener's rate, as
 // it bounds a plain listener's: whatever Accept adds to it per
 // connection lowers the rate by that share. Through the workers it makes
@@ -55,7 +56,8 @@ func (v *verifier) cannotWait() bool {
 // what a plain server's accept loop spends on starting the goroutine for
 // each connection (2-core profiles: 5.1 µs a connection in it for UID
 // through the workers, 4.9 for Program, 5.2 for plain's loop, 5.9 for UID
-// inline), and the verification runs in parallel.
+// inline), and the verification runs in parallel. (Not measured on more
+// than two processors: none was available.)
 const inlineProcs = 2
 
 // inline reports whether a listener with v verifies in Accept: its rules

@@ -319,8 +319,11 @@ func RuleFunc(name string, fn func(p *Peer) error) Rule {
 		return invalid("func", errors.New("RuleFunc needs a name and a function"))
 	}
 	return leaf(name, name+"()", attrAll, func(p *Peer) (err error) {
-		defer recoverRule(name, &err)
-		return fn(p)
+		returned := false
+		defer recoverRule(name, &err, &returned)
+		err = fn(p)
+		returned = true
+		return err
 	})
 }
 
