@@ -19,7 +19,12 @@ type PanicError struct {
 	Stack []byte // the panicking goroutine's stack (runtime/debug.Stack)
 }
 
+// Error says which rule panicked and with what. A string value is quoted:
+// it may hold what the peer sent.
 func (e *PanicError) Error() string {
+	if s, ok := e.Value.(string); ok {
+		return fmt.Sprintf("%s panicked: %q", e.Rule, s)
+	}
 	return fmt.Sprintf("%s panicked: %v", e.Rule, e.Value)
 }
 

@@ -75,7 +75,7 @@ func TestRuleFuncPanicFailsClosed(t *testing.T) {
 			if pe.Rule != "boom" || pe.Value != "first peer" || !strings.Contains(string(pe.Stack), "panic_test.go") {
 				t.Errorf("PanicError{Rule: %q, Value: %v}, stack %d bytes without this file", pe.Rule, pe.Value, len(pe.Stack))
 			}
-			if !strings.Contains(rej.Error(), "boom panicked: first peer") {
+			if !strings.Contains(rej.Error(), `boom panicked: "first peer"`) {
 				t.Errorf("reason %q does not say the rule panicked", rej.Error())
 			}
 			startClient(t, bin, h.path, "echo", nil)
